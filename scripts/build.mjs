@@ -1,0 +1,25 @@
+// Bundles the CLI (and the benchmark runner) into single ESM files: one file starts ~2x faster
+// than many tsc outputs. better-sqlite3 stays external because its .node addon cannot be bundled.
+import { build } from 'esbuild';
+import { existsSync } from 'node:fs';
+
+const entries = [
+  { in: 'src/cli/main.ts', out: 'dcli' },
+  { in: 'bench/main.ts', out: 'bench' },
+].filter((entry) => existsSync(entry.in));
+
+await build({
+  entryPoints: entries,
+  outdir: 'dist',
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'esm',
+  sourcemap: 'linked',
+  external: ['better-sqlite3', 'pg', 'bullmq', 'ioredis'],
+  // ESM bundles of CommonJS dependencies still call require(); give them one.
+  banner: {
+    js: "#!/usr/bin/env node\nimport { createRequire as __dcliCreateRequire } from 'node:module';\nconst require = __dcliCreateRequire(import.meta.url);",
+  },
+  logLevel: 'warning',
+});

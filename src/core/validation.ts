@@ -1,0 +1,118 @@
+// Validation of everything a client may send, shared by the HTTP API and the CLI. Limits keep one
+// request from costing the master or a worker unbounded memory.
+import { z } from 'zod';
+import type { TaskSpec } from './task.js';
+
+export const LIMITS = {
+  cmdBytes: 128 * 1024,
+  argvItems: 4096,
+  envEntries: 1024,
+  envBytes: 256 * 1024,
+  labelEntries: 64,
+  pathBytes: 4096,
+  idempotencyKeyLength: 256,
+  maxRetries: 100,
+  maxTimeoutMs: 30 * 86_400_000,
+} as const;
+
+const noNul = (value: string): boolean => !value.includes('\0');
+const text = (max: number) => z.string().max(max).refine(noNul, 'must not contain NUL bytes');
+
+/** Worker names and label parts: short, printable, safe in URLs and logs. */
+export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+const name = z.string().regex(NAME_PATTERN, 'must be 1-63 letters, digits, ".", "_" or "-"');
+const labelValue = z.string().regex(/^[A-Za-z0-9._-]{0,63}$/, 'must be up to 63 letters, digits, ".", "_" or "-"');
+const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,255}$/, 'must be a valid environment variable name');
+
+const submitSchema = z
+  .strictObject({
+    cmd: text(LIMITS.cmdBytes).min(1).optional(),
+    argv: z.array(text(LIMITS.cmdBytes)).min(1).max(LIMITS.argvItems).optional(),
+    env: z.record(envName, text(LIMITS.envBytes)).optional(),
+    cwd: text(LIMITS.pathBytes).min(1).optional(),
+    timeoutMs: z.number().int().min(0).max(LIMITS.maxTimeoutMs).optional(),
+    retries: z.number().int().min(0).max(LIMITS.maxRetries).optional(),
+    node: name.optional(),
+    labels: z.record(name, labelValue).optional(),
+    all: z.boolean().optional(),
+    idempotencyKey: text(LIMITS.idempotencyKeyLength).min(1).optional(),
+  })
+  .superRefine((body, ctx) => {
+    if ((body.cmd === undefined) === (body.argv === undefined)) {
+      ctx.addIssue({ code: 'custom', message: 'exactly one of "cmd" and "argv" is required' });
+    }
+    if (body.argv !== undefined && body.argv[0] === '') {
+      ctx.addIssue({ code: 'custom', path: ['argv', 0], message: 'program name must not be empty' });
+    }
+    if (body.argv !== undefined && byteLength(body.argv) > LIMITS.cmdBytes) {
+      ctx.addIssue({ code: 'custom', path: ['argv'], message: `must total at most ${LIMITS.cmdBytes} bytes` });
+    }
+    const env = Object.entries(body.env ?? {});
+    if (env.length > LIMITS.envEntries) {
+      ctx.addIssue({ code: 'custom', path: ['env'], message: `at most ${LIMITS.envEntries} variables` });
+    }
+    if (byteLength(env.flat()) > LIMITS.envBytes) {
+      ctx.addIssue({ code: 'custom', path: ['env'], message: `must total at most ${LIMITS.envBytes} bytes` });
+    }
+    if (Object.keys(body.labels ?? {}).length > LIMITS.labelEntries) {
+      ctx.addIssue({ code: 'custom', path: ['labels'], message: `at most ${LIMITS.labelEntries} labels` });
+    }
+  });
+
+function byteLength(parts: string[]): number {
+  let total = 0;
+  for (const part of parts) total += Buffer.byteLength(part);
+  return total;
+}
+
+export interface SubmitRequest {
+  spec: TaskSpec;
+  /** One task per eligible online worker. */
+  all: boolean;
+}
+
+export class ValidationError extends Error {
+  override readonly name = 'ValidationError';
+}
+
+/** Checks a POST /tasks body; throws ValidationError with one readable line on bad input. */
+export function parseSubmitRequest(body: unknown): SubmitRequest {
+  const result = submitSchema.safeParse(body);
+  if (!result.success) throw new ValidationError(describeIssues(result.error));
+  const input = result.data;
+  const spec: TaskSpec = {
+    env: input.env ?? {},
+    timeoutMs: input.timeoutMs ?? 0,
+    retries: input.retries ?? 0,
+    labels: input.labels ?? {},
+  };
+  if (input.cmd !== undefined) spec.cmd = input.cmd;
+  if (input.argv !== undefined) spec.argv = input.argv;
+  if (input.cwd !== undefined) spec.cwd = input.cwd;
+  if (input.node !== undefined) spec.node = input.node;
+  if (input.idempotencyKey !== undefined) spec.idempotencyKey = input.idempotencyKey;
+  return { spec, all: input.all ?? false };
+}
+
+function describeIssues(error: z.ZodError): string {
+  const issue = error.issues[0];
+  if (!issue) return 'invalid request';
+  const where = issue.path.length > 0 ? `${issue.path.join('.')}: ` : '';
+  const more = error.issues.length > 1 ? ` (and ${error.issues.length - 1} more)` : '';
+  return `${where}${issue.message}${more}`;
+}
+
+/** Parses `k=v` pairs from the command line (labels, env). */
+export function parseKeyValues(pairs: readonly string[], what: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new ValidationError(`invalid ${what} "${pair}" (expected KEY=VALUE)`);
+    out[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  return out;
+}
+
+export function isValidName(value: string): boolean {
+  return NAME_PATTERN.test(value);
+}
