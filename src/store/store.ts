@@ -114,6 +114,12 @@ export interface Store {
    * while retries allow, else ends `lost` (or `cancelled` when a cancel was pending).
    */
   loseAttempts(refs: { taskId: string; attempt: number }[], reason: string, now: number): Promise<Task[]>;
+  /**
+   * Gives back attempts that were assigned but certainly never reached their worker (the push
+   * failed, or the same worker process reconnected without knowing them): each returns to the
+   * queue with its attempt count restored, as if it had never been claimed.
+   */
+  requeueAttempts(refs: { taskId: string; attempt: number }[]): Promise<Task[]>;
   /** Tasks assigned to or running on a worker. */
   activeTasksOn(nodeName: string): Promise<Task[]>;
   /** Every task assigned or running, on any worker. */

@@ -3,13 +3,13 @@
 import { randomBytes, timingSafeEqual, createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync, chmodSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 
 export const TOKEN_FILE_NAME = 'token';
 
 /** `--data-dir`, else DCLI_DATA_DIR, else ~/.dcli. */
 export function resolveDataDir(option?: string): string {
-  return option ?? process.env.DCLI_DATA_DIR ?? join(homedir(), '.dcli');
+  return resolve(option ?? process.env.DCLI_DATA_DIR ?? join(homedir(), '.dcli'));
 }
 
 export function tokenFilePath(dataDir: string): string {

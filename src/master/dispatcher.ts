@@ -1,0 +1,84 @@
+// Hands queued tasks to workers with free slots over their AssignTask channels. Dispatch runs
+// as one pass at a time, triggered by anything that may create work or capacity (a submission,
+// a worker connecting, a task finishing); HTTP never waits for it.
+import type { Logger } from '../core/log.js';
+import type { Task } from '../core/task.js';
+import type { Store } from '../store/store.js';
+import type { TaskAssignment } from '../../generated/node.js';
+import { attemptKey, freeSlots, type NodeRegistry, type WorkerEntry } from './registry.js';
+
+export class Dispatcher {
+  private scheduled = false;
+  private passing = false;
+  private kickedDuringPass = false;
+
+  constructor(
+    private readonly store: Store,
+    private readonly registry: NodeRegistry,
+    private readonly maxOutputBytes: number,
+    private readonly log: Logger,
+    private readonly onAssigned: (tasks: Task[]) => void = () => {},
+  ) {}
+
+  /** Asks for a dispatch pass soon; cheap to call often. */
+  kick(): void {
+    if (this.passing) {
+      this.kickedDuringPass = true;
+      return;
+    }
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => void this.pass());
+  }
+
+  private async pass(): Promise<void> {
+    this.scheduled = false;
+    this.passing = true;
+    try {
+      do {
+        this.kickedDuringPass = false;
+        await Promise.all(this.registry.dispatchable().map((worker) => this.fill(worker)));
+      } while (this.kickedDuringPass);
+    } catch (error) {
+      this.log.error({ err: error }, 'dispatch pass failed; retrying');
+      setTimeout(() => this.kick(), 500).unref();
+    } finally {
+      this.passing = false;
+    }
+  }
+
+  private async fill(worker: WorkerEntry): Promise<void> {
+    const limit = freeSlots(worker);
+    if (limit === 0) return;
+    const { name, labels } = worker.info;
+    const tasks = await this.store.claimTasks({ name, labels, limit }, Date.now());
+    if (tasks.length === 0) return;
+    const undelivered: { taskId: string; attempt: number }[] = [];
+    for (const task of tasks) {
+      worker.inFlight.add(attemptKey(task.id, task.attempts));
+      const sent = worker.channel?.send({ kind: { $case: 'assignment', assignment: this.toAssignment(task) } }) ?? false;
+      if (!sent) {
+        worker.inFlight.delete(attemptKey(task.id, task.attempts));
+        undelivered.push({ taskId: task.id, attempt: task.attempts });
+      }
+    }
+    this.onAssigned(tasks);
+    if (undelivered.length > 0) {
+      // The channel closed under us: these never left the master, so they go back as they were.
+      await this.store.requeueAttempts(undelivered);
+      this.log.warn({ worker: name, tasks: undelivered.length }, 'push channel closed during dispatch; tasks requeued');
+    }
+  }
+
+  private toAssignment(task: Task): TaskAssignment {
+    return {
+      taskId: task.id,
+      attempt: task.attempts,
+      command: task.argv !== undefined ? { $case: 'argv', argv: { args: task.argv } } : { $case: 'shell', shell: task.cmd ?? '' },
+      env: task.env,
+      cwd: task.cwd ?? '',
+      timeoutMs: task.timeoutMs,
+      maxOutputBytes: this.maxOutputBytes,
+    };
+  }
+}

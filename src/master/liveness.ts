@@ -1,0 +1,86 @@
+// Declares silent workers offline and their attempts lost (SPEC §6.6), and after a master
+// restart gives every worker that held tasks the full heartbeat timeout to come back first.
+import type { Logger } from '../core/log.js';
+import type { Store } from '../store/store.js';
+import type { Dispatcher } from './dispatcher.js';
+import type { MasterMetrics } from './metrics.js';
+import type { NodeRegistry, WorkerEntry } from './registry.js';
+import type { TaskWatch } from './task-watch.js';
+
+export interface LivenessDeps {
+  store: Store;
+  registry: NodeRegistry;
+  dispatcher: Dispatcher;
+  watch: TaskWatch;
+  metrics: MasterMetrics;
+  log: Logger;
+  heartbeatTimeoutMs: number;
+}
+
+export class LivenessMonitor {
+  private timer: NodeJS.Timeout | undefined;
+  private sweeping = false;
+
+  constructor(private readonly deps: LivenessDeps) {}
+
+  async start(): Promise<void> {
+    const { store, registry } = this.deps;
+    const now = Date.now();
+    const nodes = new Map((await store.listNodes()).map((node) => [node.name, node]));
+    const holders = new Set((await store.activeTasks()).map((task) => task.assignedNode).filter((name) => name !== undefined));
+    for (const node of nodes.values()) {
+      if (node.status !== 'offline' || holders.has(node.name)) registry.expect({ ...node, status: 'online' }, now);
+    }
+    for (const name of holders) {
+      if (!nodes.has(name)) {
+        registry.expect(
+          { id: name, name, instanceId: '', status: 'online', labels: {}, concurrency: 0, running: 0, loadAverage: 0, version: '', lastSeenAt: now, registeredAt: now },
+          now,
+        );
+      }
+    }
+    const every = Math.max(100, Math.min(1000, this.deps.heartbeatTimeoutMs / 4));
+    this.timer = setInterval(() => void this.sweep(), every);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  private async sweep(): Promise<void> {
+    if (this.sweeping) return;
+    this.sweeping = true;
+    try {
+      for (const entry of this.deps.registry.expired(Date.now(), this.deps.heartbeatTimeoutMs)) await this.declareOffline(entry);
+      // Catches work a bounded claim scan left behind, and anything a failed pass missed.
+      this.deps.dispatcher.kick();
+    } catch (error) {
+      this.deps.log.error({ err: error }, 'liveness sweep failed');
+    } finally {
+      this.sweeping = false;
+    }
+  }
+
+  private async declareOffline(entry: WorkerEntry): Promise<void> {
+    const { store, watch, metrics, log } = this.deps;
+    const { name } = entry.info;
+    entry.info = { ...entry.info, status: 'offline', running: 0 };
+    entry.inFlight.clear();
+    // Ending the channel makes a worker that was only paused reconnect and reconcile.
+    entry.channel?.close();
+    entry.channel = undefined;
+    await store.setNodeStatus(name, 'offline');
+    const active = await store.activeTasksOn(name);
+    const changed = await store.loseAttempts(
+      active.map((task) => ({ taskId: task.id, attempt: task.attempts })),
+      `worker ${name} stopped heartbeating`,
+      Date.now(),
+    );
+    for (const task of changed) {
+      watch.notify(task.id);
+      metrics.observeStatus(task.status);
+    }
+    log.warn({ worker: name, tasks: changed.length }, 'worker offline: heartbeat timeout');
+  }
+}

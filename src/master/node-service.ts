@@ -1,0 +1,273 @@
+// The master's side of node.proto: heartbeats, the push channel and the event stream. It checks
+// the token on every call, reconciles a worker's view with the store whenever the worker
+// (re)connects, and acknowledges event batches only once they are stored.
+import * as grpc from '@grpc/grpc-js';
+import type {
+  AssignTaskRequest,
+  AssignTaskResponse,
+  NodeServiceServer,
+  ReportStatusRequest,
+  ReportStatusResponse,
+  ReportTaskEventsRequest,
+  ReportTaskEventsResponse,
+  TaskEvent,
+} from '../../generated/node.js';
+import { OutputStream, TaskOutcome } from '../../generated/node.js';
+import type { Logger } from '../core/log.js';
+import type { NodeInfo } from '../core/node.js';
+import { isValidName } from '../core/validation.js';
+import type { AttemptEvent, Store } from '../store/store.js';
+import { isAuthorized, UNAUTHENTICATED } from '../transport/grpc.js';
+import type { Dispatcher } from './dispatcher.js';
+import type { MasterMetrics } from './metrics.js';
+import { attemptKey, type NodeRegistry, type PushChannel } from './registry.js';
+import type { TaskWatch } from './task-watch.js';
+
+export interface NodeServiceDeps {
+  store: Store;
+  registry: NodeRegistry;
+  dispatcher: Dispatcher;
+  watch: TaskWatch;
+  metrics: MasterMetrics;
+  log: Logger;
+  token: string;
+  heartbeatIntervalMs: number;
+  heartbeatTimeoutMs: number;
+}
+
+/** A failure with the gRPC status the caller should see. */
+class RpcError extends Error {
+  constructor(readonly status: Partial<grpc.StatusObject>) {
+    super(status.details);
+  }
+}
+
+const invalid = (details: string): RpcError => new RpcError({ code: grpc.status.INVALID_ARGUMENT, details });
+
+export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
+  const { store, registry, dispatcher, watch, metrics, log, token } = deps;
+
+  async function reportStatus(request: ReportStatusRequest): Promise<ReportStatusResponse> {
+    const now = Date.now();
+    const info: NodeInfo = {
+      id: request.name,
+      name: request.name,
+      instanceId: request.instanceId,
+      status: request.draining ? 'draining' : 'online',
+      labels: request.labels,
+      concurrency: request.concurrency,
+      running: request.running,
+      loadAverage: request.loadAverage,
+      version: request.version,
+      lastSeenAt: now,
+      registeredAt: now,
+    };
+    const { entry, replaced } = registry.heartbeat(info);
+    if (replaced) {
+      // A new process took the name: the old one, and whatever it was running, is gone.
+      entry.channel?.close();
+      entry.channel = undefined;
+      entry.inFlight.clear();
+      const active = await store.activeTasksOn(info.name);
+      const lost = await store.loseAttempts(
+        active.map((task) => ({ taskId: task.id, attempt: task.attempts })),
+        `worker ${info.name} restarted`,
+        now,
+      );
+      afterChange(lost);
+      log.warn({ worker: info.name, lost: lost.length }, 'worker restarted; its previous tasks are lost');
+    }
+    await store.upsertNode(entry.info);
+    if (entry.info.status === 'online') dispatcher.kick();
+    return { heartbeatIntervalMs: deps.heartbeatIntervalMs, heartbeatTimeoutMs: deps.heartbeatTimeoutMs };
+  }
+
+  async function openChannel(call: grpc.ServerWritableStream<AssignTaskRequest, AssignTaskResponse>): Promise<void> {
+    const { name, instanceId, knownTasks } = call.request;
+    const entry = registry.get(name);
+    if (!entry || entry.info.instanceId !== instanceId || entry.info.status === 'offline') {
+      call.destroy(Object.assign(new Error('call ReportStatus before AssignTask'), { code: grpc.status.FAILED_PRECONDITION }));
+      return;
+    }
+    const channel: PushChannel = {
+      send: (message) => {
+        if (call.cancelled || call.destroyed || call.writableEnded) return false;
+        call.write(message);
+        return true;
+      },
+      close: () => {
+        if (!call.writableEnded) call.end();
+      },
+    };
+    const known = new Set(knownTasks.map((ref) => attemptKey(ref.taskId, ref.attempt)));
+    const active = await store.activeTasksOn(name);
+    const activeKeys = new Set<string>();
+    const neverDelivered: { taskId: string; attempt: number }[] = [];
+    const forgotten: { taskId: string; attempt: number }[] = [];
+    const cancellations: { taskId: string; attempt: number }[] = [];
+    entry.inFlight.clear();
+    for (const task of active) {
+      const ref = { taskId: task.id, attempt: task.attempts };
+      const key = attemptKey(task.id, task.attempts);
+      activeKeys.add(key);
+      if (known.has(key)) {
+        entry.inFlight.add(key);
+        if (task.cancelRequested) cancellations.push(ref);
+      } else if (task.status === 'assigned') {
+        neverDelivered.push(ref);
+      } else {
+        forgotten.push(ref);
+      }
+    }
+    // Attempts the worker still runs that the master has since given up on (declared lost and
+    // perhaps re-run elsewhere): stop them, so no task runs twice at once.
+    for (const ref of knownTasks) {
+      if (!activeKeys.has(attemptKey(ref.taskId, ref.attempt))) cancellations.push(ref);
+    }
+    afterChange(await store.requeueAttempts(neverDelivered));
+    afterChange(await store.loseAttempts(forgotten, `worker ${name} no longer knows this attempt`, Date.now()));
+    if (call.cancelled) return;
+    registry.attach(name, channel);
+    for (const ref of cancellations) channel.send({ kind: { $case: 'cancellation', cancellation: ref } });
+    const detach = (): void => registry.detach(name, channel);
+    call.on('cancelled', detach);
+    call.on('close', detach);
+    call.on('error', detach);
+    log.info({ worker: name, resumed: entry.inFlight.size, requeued: neverDelivered.length, lost: forgotten.length }, 'worker connected');
+    dispatcher.kick();
+  }
+
+  function receiveEvents(call: grpc.ServerDuplexStream<ReportTaskEventsRequest, ReportTaskEventsResponse>): void {
+    // Batches are applied strictly in order, each acknowledged once it is committed.
+    let chain = Promise.resolve();
+    call.on('data', (batch: ReportTaskEventsRequest) => {
+      chain = chain.then(() => applyBatch(batch)).then(
+        () => {
+          if (!call.destroyed && !call.writableEnded) call.write({ batchId: batch.batchId });
+        },
+        (error: unknown) => {
+          log.error({ err: error, worker: batch.name }, 'cannot store task events; closing the stream so the worker re-sends');
+          call.destroy(Object.assign(new Error('master could not store events'), { code: grpc.status.UNAVAILABLE }));
+        },
+      );
+    });
+    call.on('end', () => {
+      void chain.then(() => {
+        if (!call.writableEnded) call.end();
+      });
+    });
+    call.on('error', () => {});
+  }
+
+  async function applyBatch(batch: ReportTaskEventsRequest): Promise<void> {
+    const events = batch.events.map(toAttemptEvent).filter((event): event is AttemptEvent => event !== undefined);
+    const applied = await store.applyEvents(events);
+    metrics.eventsStale.inc(applied.stale);
+    let freed = false;
+    for (const event of events) {
+      if (event.kind === 'finished') freed = registry.release(batch.name, event.taskId, event.attempt) || freed;
+      if (event.kind === 'output') metrics.outputBytes.inc(event.data.length);
+    }
+    afterChange(applied.changed);
+    if (freed) dispatcher.kick();
+  }
+
+  function afterChange(tasks: { id: string; status: string }[]): void {
+    let requeued = false;
+    for (const task of tasks) {
+      watch.notify(task.id);
+      if (task.status === 'queued') requeued = true;
+      else metrics.observeStatus(task.status);
+    }
+    if (requeued) dispatcher.kick();
+  }
+
+  /** Wraps a handler so that it checks the token first and maps failures to gRPC statuses. */
+  function guarded<Request, Response>(
+    handler: (request: Request) => Promise<Response>,
+  ): grpc.handleUnaryCall<Request, Response> {
+    return (call, callback) => {
+      if (!isAuthorized(call.metadata, token)) return callback(UNAUTHENTICATED);
+      handler(call.request).then(
+        (response) => callback(null, response),
+        (error: unknown) => {
+          if (error instanceof RpcError) return callback(error.status);
+          log.error({ err: error }, 'ReportStatus failed');
+          callback({ code: grpc.status.UNAVAILABLE, details: 'master could not record the heartbeat' });
+        },
+      );
+    };
+  }
+
+  return {
+    reportStatus: guarded(async (request: ReportStatusRequest) => {
+      if (!isValidName(request.name)) throw invalid('invalid worker name');
+      if (request.concurrency < 1) throw invalid('concurrency must be at least 1');
+      return reportStatus(request);
+    }),
+    assignTask: (call) => {
+      if (!isAuthorized(call.metadata, token)) {
+        call.destroy(Object.assign(new Error(UNAUTHENTICATED.details), { code: grpc.status.UNAUTHENTICATED }));
+        return;
+      }
+      openChannel(call).catch((error: unknown) => {
+        log.error({ err: error }, 'AssignTask failed');
+        call.destroy(Object.assign(new Error('master could not open the channel'), { code: grpc.status.UNAVAILABLE }));
+      });
+    },
+    reportTaskEvents: (call) => {
+      if (!isAuthorized(call.metadata, token)) {
+        call.destroy(Object.assign(new Error(UNAUTHENTICATED.details), { code: grpc.status.UNAUTHENTICATED }));
+        return;
+      }
+      receiveEvents(call);
+    },
+  };
+}
+
+type FinishedEvent = Extract<AttemptEvent, { kind: 'finished' }>;
+
+const OUTCOMES: Partial<Record<TaskOutcome, FinishedEvent['outcome']>> = {
+  [TaskOutcome.TASK_OUTCOME_SUCCEEDED]: 'succeeded',
+  [TaskOutcome.TASK_OUTCOME_FAILED]: 'failed',
+  [TaskOutcome.TASK_OUTCOME_CANCELLED]: 'cancelled',
+  [TaskOutcome.TASK_OUTCOME_TIMED_OUT]: 'timed_out',
+};
+
+/** Converts a wire event; malformed ones (unknown enum values, missing parts) are dropped. */
+function toAttemptEvent(event: TaskEvent): AttemptEvent | undefined {
+  const { taskId, attempt, kind } = event;
+  switch (kind?.$case) {
+    case 'started':
+      return { kind: 'started', taskId, attempt, startedAt: kind.started.startedAtMs };
+    case 'output': {
+      const { stream, offset, data } = kind.output;
+      if (stream !== OutputStream.OUTPUT_STREAM_STDOUT && stream !== OutputStream.OUTPUT_STREAM_STDERR) return undefined;
+      return {
+        kind: 'output',
+        taskId,
+        attempt,
+        stream: stream === OutputStream.OUTPUT_STREAM_STDOUT ? 'stdout' : 'stderr',
+        offset,
+        data: Buffer.from(data.buffer, data.byteOffset, data.byteLength),
+      };
+    }
+    case 'finished': {
+      const finished = kind.finished;
+      const outcome = OUTCOMES[finished.outcome];
+      if (outcome === undefined) return undefined;
+      return {
+        kind: 'finished',
+        taskId,
+        attempt,
+        outcome,
+        exitCode: finished.exitCode ?? null,
+        signal: finished.signal === '' ? null : finished.signal,
+        error: finished.error === '' ? null : finished.error,
+        finishedAt: finished.finishedAtMs,
+      };
+    }
+    default:
+      return undefined;
+  }
+}

@@ -1,0 +1,98 @@
+// Live view of the workers this master talks to: their heartbeats, their push channel and the
+// task attempts the master has handed each of them. Free capacity is derived from the attempts
+// handed out and not yet reported finished, so the master never overfills a worker even when its
+// heartbeat lags.
+import type { AssignTaskResponse } from '../../generated/node.js';
+import type { NodeInfo } from '../core/node.js';
+
+export interface PushChannel {
+  /** Sends a message; false when the channel is closed. */
+  send(message: AssignTaskResponse): boolean;
+  close(): void;
+}
+
+export interface WorkerEntry {
+  info: NodeInfo;
+  /** When this master last heard from the worker (or started waiting for it). */
+  lastSeenAt: number;
+  channel: PushChannel | undefined;
+  /** `taskId#attempt` of every attempt handed to the worker and not yet reported finished. */
+  inFlight: Set<string>;
+}
+
+export const attemptKey = (taskId: string, attempt: number): string => `${taskId}#${attempt}`;
+
+export class NodeRegistry {
+  private readonly workers = new Map<string, WorkerEntry>();
+
+  get(name: string): WorkerEntry | undefined {
+    return this.workers.get(name);
+  }
+
+  all(): IterableIterator<WorkerEntry> {
+    return this.workers.values();
+  }
+
+  /** Records a heartbeat; returns the entry and whether a different worker process took the name over. */
+  heartbeat(info: NodeInfo): { entry: WorkerEntry; replaced: boolean } {
+    const existing = this.workers.get(info.name);
+    if (existing) {
+      const replaced = existing.info.instanceId !== info.instanceId;
+      existing.info = { ...info, registeredAt: replaced ? info.registeredAt : existing.info.registeredAt };
+      existing.lastSeenAt = info.lastSeenAt;
+      return { entry: existing, replaced };
+    }
+    const entry: WorkerEntry = { info, lastSeenAt: info.lastSeenAt, channel: undefined, inFlight: new Set() };
+    this.workers.set(info.name, entry);
+    return { entry, replaced: false };
+  }
+
+  /**
+   * Remembers a worker known only from the store (after a master restart) so that its tasks get
+   * the full heartbeat timeout to be reclaimed before they are declared lost.
+   */
+  expect(info: NodeInfo, now: number): void {
+    if (this.workers.has(info.name)) return;
+    this.workers.set(info.name, { info, lastSeenAt: now, channel: undefined, inFlight: new Set() });
+  }
+
+  attach(name: string, channel: PushChannel): WorkerEntry | undefined {
+    const entry = this.workers.get(name);
+    if (!entry) return undefined;
+    if (entry.channel && entry.channel !== channel) entry.channel.close();
+    entry.channel = channel;
+    return entry;
+  }
+
+  detach(name: string, channel: PushChannel): void {
+    const entry = this.workers.get(name);
+    if (entry?.channel === channel) entry.channel = undefined;
+  }
+
+  /** Forgets a finished attempt; true when this worker held it. */
+  release(name: string, taskId: string, attempt: number): boolean {
+    return this.workers.get(name)?.inFlight.delete(attemptKey(taskId, attempt)) ?? false;
+  }
+
+  /** Workers that can take tasks now: connected, online, with free slots. */
+  dispatchable(): WorkerEntry[] {
+    const ready: WorkerEntry[] = [];
+    for (const entry of this.workers.values()) {
+      if (entry.channel && entry.info.status === 'online' && freeSlots(entry) > 0) ready.push(entry);
+    }
+    return ready;
+  }
+
+  /** Workers silent for longer than the timeout that are not yet marked offline. */
+  expired(now: number, timeoutMs: number): WorkerEntry[] {
+    const expired: WorkerEntry[] = [];
+    for (const entry of this.workers.values()) {
+      if (entry.info.status !== 'offline' && now - entry.lastSeenAt > timeoutMs) expired.push(entry);
+    }
+    return expired;
+  }
+}
+
+export function freeSlots(entry: WorkerEntry): number {
+  return Math.max(0, entry.info.concurrency - entry.inFlight.size);
+}

@@ -1,0 +1,84 @@
+// gRPC plumbing shared by master and worker: credentials (plain or TLS/mTLS), token metadata and
+// channel options. Nothing here knows about tasks.
+import * as grpc from '@grpc/grpc-js';
+import { readFileSync } from 'node:fs';
+import { bearerToken, tokenMatches } from './credentials.js';
+
+export interface ServerTlsFiles {
+  certFile: string;
+  keyFile: string;
+  /** When set, clients must present a certificate signed by this CA (mTLS). */
+  caFile?: string;
+}
+
+export interface ClientTlsFiles {
+  /** CA that signed the master's certificate. */
+  caFile: string;
+  /** Client certificate and key, for a master that demands mTLS. */
+  certFile?: string;
+  keyFile?: string;
+}
+
+function readPem(file: string, what: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (error) {
+    throw new Error(`cannot read ${what} ${file}`, { cause: error });
+  }
+}
+
+export function serverCredentials(tls?: ServerTlsFiles): grpc.ServerCredentials {
+  if (!tls) return grpc.ServerCredentials.createInsecure();
+  const ca = tls.caFile ? readPem(tls.caFile, 'TLS CA') : null;
+  return grpc.ServerCredentials.createSsl(
+    ca,
+    [{ cert_chain: readPem(tls.certFile, 'TLS certificate'), private_key: readPem(tls.keyFile, 'TLS key') }],
+    ca !== null,
+  );
+}
+
+export function channelCredentials(tls?: ClientTlsFiles): grpc.ChannelCredentials {
+  if (!tls) return grpc.credentials.createInsecure();
+  return grpc.credentials.createSsl(
+    readPem(tls.caFile, 'TLS CA'),
+    tls.keyFile ? readPem(tls.keyFile, 'TLS key') : null,
+    tls.certFile ? readPem(tls.certFile, 'TLS certificate') : null,
+  );
+}
+
+/** Metadata carrying the token; sent with every call. */
+export function tokenMetadata(token: string): grpc.Metadata {
+  const metadata = new grpc.Metadata();
+  metadata.set('authorization', `Bearer ${token}`);
+  return metadata;
+}
+
+/** Whether a call's metadata carries the expected token. */
+export function isAuthorized(metadata: grpc.Metadata, token: string): boolean {
+  const value = metadata.get('authorization')[0];
+  return tokenMatches(bearerToken(typeof value === 'string' ? value : undefined), token);
+}
+
+export const UNAUTHENTICATED: Partial<grpc.StatusObject> = {
+  code: grpc.status.UNAUTHENTICATED,
+  details: 'missing or invalid token',
+};
+
+/** Messages carry output batches of up to a few MiB; leave headroom over grpc's 4 MiB default. */
+export const MAX_MESSAGE_BYTES = 32 * 1024 * 1024;
+
+export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
+  'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+  'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+  // Notice a silently dead connection (no RST) without waiting for TCP timeouts.
+  'grpc.keepalive_time_ms': 20_000,
+  'grpc.keepalive_timeout_ms': 10_000,
+  'grpc.keepalive_permit_without_calls': 1,
+};
+
+export const SERVER_OPTIONS: grpc.ServerOptions = {
+  'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+  'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+  'grpc.keepalive_permit_without_calls': 1,
+  'grpc.http2.min_ping_interval_without_data_ms': 10_000,
+};

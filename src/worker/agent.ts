@@ -1,0 +1,341 @@
+// The worker: keeps a connection to a master (failing over between several, reconnecting with
+// backoff for as long as it runs), runs what it is assigned within its concurrency, and reports
+// start, output and outcome through the outbox. Running tasks survive a lost master.
+import * as grpc from '@grpc/grpc-js';
+import { randomUUID } from 'node:crypto';
+import { loadavg } from 'node:os';
+import {
+  NodeServiceClient,
+  OutputStream,
+  TaskOutcome,
+  type AssignTaskResponse,
+  type ReportStatusRequest,
+  type ReportTaskEventsRequest,
+  type ReportTaskEventsResponse,
+  type TaskAssignment,
+} from '../../generated/node.js';
+import type { Logger } from '../core/log.js';
+import { describeError } from '../core/log.js';
+import { VERSION } from '../core/version.js';
+import { Backoff } from '../transport/backoff.js';
+import { formatHostPort, type HostPort } from '../transport/address.js';
+import { CHANNEL_OPTIONS, channelCredentials, tokenMetadata, type ClientTlsFiles } from '../transport/grpc.js';
+import { eventKey, Outbox } from './outbox.js';
+import { startTask, type RunningTask, type RunResult } from './runner.js';
+
+export interface WorkerOptions {
+  masters: HostPort[];
+  name: string;
+  concurrency: number;
+  labels: Record<string, string>;
+  token: string;
+  tls?: ClientTlsFiles;
+  /** How long running tasks may take to finish after SIGTERM before they are cancelled. */
+  drainTimeoutMs: number;
+  /** Between SIGTERM and SIGKILL when a task is stopped. */
+  killGraceMs: number;
+  log: Logger;
+}
+
+interface ActiveTask {
+  assignment: TaskAssignment;
+  run: RunningTask;
+  /** Output bytes sent so far, both streams; past the master's cap the rest is dropped here. */
+  sentBytes: number;
+}
+
+const HEARTBEAT_DEADLINE_MS = 5000;
+const OUTCOME_CODES: Record<RunResult['outcome'], TaskOutcome> = {
+  succeeded: TaskOutcome.TASK_OUTCOME_SUCCEEDED,
+  failed: TaskOutcome.TASK_OUTCOME_FAILED,
+  cancelled: TaskOutcome.TASK_OUTCOME_CANCELLED,
+  timed_out: TaskOutcome.TASK_OUTCOME_TIMED_OUT,
+};
+
+export class WorkerAgent {
+  readonly instanceId = randomUUID();
+  private readonly active = new Map<string, ActiveTask>();
+  /** Assignments accepted while every slot was busy (the master normally prevents this). */
+  private readonly waiting: TaskAssignment[] = [];
+  private readonly outbox: Outbox;
+  private readonly metadata: grpc.Metadata;
+  private readonly credentials: grpc.ChannelCredentials;
+  private draining = false;
+  private stopped = false;
+  private closeConnection: (() => void) | undefined;
+  private sendHeartbeatNow: (() => void) | undefined;
+  private loop: Promise<void> | undefined;
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(private readonly options: WorkerOptions) {
+    this.metadata = tokenMetadata(options.token);
+    this.credentials = channelCredentials(options.tls);
+    this.outbox = new Outbox({
+      workerName: options.name,
+      maxBatchBytes: 1024 * 1024,
+      highWaterBytes: 16 * 1024 * 1024,
+      lowWaterBytes: 4 * 1024 * 1024,
+      onPressure: (pressed) => {
+        for (const task of this.active.values()) {
+          if (pressed) task.run.pause();
+          else task.run.resume();
+        }
+      },
+    });
+  }
+
+  start(): void {
+    this.loop ??= this.connectLoop();
+  }
+
+  get running(): number {
+    return this.active.size;
+  }
+
+  /**
+   * Graceful stop: take nothing new, let running tasks finish within the drain timeout, cancel
+   * the rest, deliver every report, disconnect.
+   */
+  async drain(): Promise<void> {
+    this.draining = true;
+    this.sendHeartbeatNow?.();
+    const finished = await this.whenIdle(this.options.drainTimeoutMs);
+    if (!finished) {
+      this.options.log.warn({ running: this.active.size }, 'drain timeout: cancelling running tasks');
+      for (const assignment of this.waiting.splice(0)) this.reportNeverStarted(assignment, 'worker shut down before the task started');
+      for (const task of this.active.values()) task.run.cancel('worker drain timeout');
+      await this.whenIdle(this.options.killGraceMs + 5000);
+    }
+    const delivered = await this.outbox.whenEmpty(10_000);
+    if (!delivered) this.options.log.warn('some task reports could not be delivered before exit');
+    await this.stop();
+  }
+
+  /** Stops at once: disconnects without waiting for tasks (they are killed with the process). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.closeConnection?.();
+    await this.loop;
+  }
+
+  private whenIdle(timeoutMs: number): Promise<boolean> {
+    if (this.active.size === 0 && this.waiting.length === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      this.idleWaiters.push(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
+
+  private async connectLoop(): Promise<void> {
+    const backoff = new Backoff({ initialMs: 200, maxMs: 5000 });
+    let index = 0;
+    while (!this.stopped) {
+      const address = this.options.masters[index % this.options.masters.length]!;
+      const healthy = await this.session(address);
+      if (this.stopped) break;
+      if (healthy) backoff.reset();
+      else index++;
+      const delay = backoff.next();
+      this.options.log.info({ master: formatHostPort(address), retryInMs: delay }, 'disconnected from master; reconnecting');
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, delay);
+        this.closeConnection = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+  }
+
+  /** One connection to one master; resolves when it ends. True when it was established. */
+  private session(address: HostPort): Promise<boolean> {
+    const target = formatHostPort(address);
+    const client = new NodeServiceClient(target, this.credentials, CHANNEL_OPTIONS);
+    const log = this.options.log.child({ master: target });
+    return new Promise<boolean>((resolve) => {
+      let established = false;
+      let ended = false;
+      let heartbeatTimer: NodeJS.Timeout | undefined;
+      let assignCall: grpc.ClientReadableStream<AssignTaskResponse> | undefined;
+      let eventsCall: grpc.ClientDuplexStream<ReportTaskEventsRequest, ReportTaskEventsResponse> | undefined;
+
+      const end = (reason: string): void => {
+        if (ended) return;
+        ended = true;
+        clearTimeout(heartbeatTimer);
+        this.outbox.disconnect();
+        this.sendHeartbeatNow = undefined;
+        assignCall?.cancel();
+        eventsCall?.cancel();
+        client.close();
+        if (established) log.warn({ reason }, 'connection to master ended');
+        else log.debug({ reason }, 'could not connect to master');
+        resolve(established);
+      };
+      this.closeConnection = () => end('worker stopping');
+
+      const heartbeat = (): Promise<number> =>
+        new Promise((resolveBeat, rejectBeat) => {
+          client.reportStatus(this.statusReport(), this.metadata, { deadline: Date.now() + HEARTBEAT_DEADLINE_MS }, (error, response) =>
+            error ? rejectBeat(error) : resolveBeat(response.heartbeatIntervalMs),
+          );
+        });
+
+      const scheduleHeartbeats = (intervalMs: number): void => {
+        const beat = (): void => {
+          clearTimeout(heartbeatTimer);
+          heartbeat().then(
+            (next) => {
+              if (!ended) heartbeatTimer = setTimeout(beat, next);
+            },
+            (error: unknown) => end(`heartbeat failed: ${describeError(error)}`),
+          );
+        };
+        this.sendHeartbeatNow = beat;
+        heartbeatTimer = setTimeout(beat, intervalMs);
+      };
+
+      heartbeat().then(
+        (intervalMs) => {
+          if (ended) return;
+          const known = [...this.active.keys(), ...this.waiting.map(eventKey), ...this.outbox.unfinished].map(parseKey);
+          assignCall = client.assignTask({ name: this.options.name, instanceId: this.instanceId, knownTasks: known }, this.metadata);
+          assignCall.on('data', (message: AssignTaskResponse) => this.onMessage(message));
+          assignCall.on('error', (error) => end(`assignment stream failed: ${describeError(error)}`));
+          assignCall.on('end', () => end('master closed the assignment stream'));
+
+          const events = client.reportTaskEvents(this.metadata);
+          eventsCall = events;
+          events.on('data', (ack: ReportTaskEventsResponse) => this.outbox.acknowledge(ack.batchId));
+          events.on('error', (error) => end(`event stream failed: ${describeError(error)}`));
+          events.on('end', () => end('master closed the event stream'));
+          this.outbox.connect((batch) => events.write(batch));
+
+          established = true;
+          log.info({ name: this.options.name }, 'connected to master');
+          scheduleHeartbeats(intervalMs);
+        },
+        (error: unknown) => end(describeError(error)),
+      );
+    });
+  }
+
+  private statusReport(): ReportStatusRequest {
+    return {
+      name: this.options.name,
+      instanceId: this.instanceId,
+      labels: this.options.labels,
+      concurrency: this.options.concurrency,
+      running: this.active.size,
+      loadAverage: loadavg()[0] ?? 0,
+      version: VERSION,
+      draining: this.draining,
+    };
+  }
+
+  private onMessage(message: AssignTaskResponse): void {
+    const kind = message.kind;
+    if (kind?.$case === 'assignment') this.accept(kind.assignment);
+    else if (kind?.$case === 'cancellation') this.cancel(eventKey(kind.cancellation));
+  }
+
+  private accept(assignment: TaskAssignment): void {
+    const key = eventKey(assignment);
+    if (this.active.has(key) || this.outbox.unfinished.has(key) || this.waiting.some((w) => eventKey(w) === key)) return;
+    if (this.active.size >= this.options.concurrency) {
+      this.waiting.push(assignment);
+      return;
+    }
+    this.run(assignment);
+  }
+
+  private cancel(key: string): void {
+    const task = this.active.get(key);
+    if (task) return task.run.cancel('cancelled');
+    const index = this.waiting.findIndex((w) => eventKey(w) === key);
+    if (index >= 0) this.reportNeverStarted(this.waiting.splice(index, 1)[0]!, 'cancelled before it started');
+  }
+
+  private run(assignment: TaskAssignment): void {
+    const key = eventKey(assignment);
+    const { taskId, attempt } = assignment;
+    const command = assignment.command;
+    const task: ActiveTask = {
+      assignment,
+      sentBytes: 0,
+      run: startTask(
+        {
+          ...(command?.$case === 'argv' ? { argv: command.argv.args } : { shell: command?.shell ?? '' }),
+          env: assignment.env,
+          ...(assignment.cwd !== '' ? { cwd: assignment.cwd } : {}),
+          timeoutMs: assignment.timeoutMs,
+        },
+        {
+          onStart: (pid, startedAt) => {
+            this.outbox.push({ taskId, attempt, kind: { $case: 'started', started: { startedAtMs: startedAt, pid } } });
+          },
+          onOutput: (stream, offset, data) => {
+            // Past the cap the master would drop it anyway; one chunk over tells it to mark the cut.
+            if (task.sentBytes >= assignment.maxOutputBytes) return;
+            task.sentBytes += data.length;
+            this.outbox.push({
+              taskId,
+              attempt,
+              kind: {
+                $case: 'output',
+                output: { stream: stream === 'stdout' ? OutputStream.OUTPUT_STREAM_STDOUT : OutputStream.OUTPUT_STREAM_STDERR, offset, data },
+              },
+            });
+          },
+        },
+        { killGraceMs: this.options.killGraceMs },
+      ),
+    };
+    this.active.set(key, task);
+    void task.run.result.then((result) => {
+      this.active.delete(key);
+      this.outbox.push({
+        taskId,
+        attempt,
+        kind: {
+          $case: 'finished',
+          finished: {
+            outcome: OUTCOME_CODES[result.outcome],
+            ...(result.exitCode !== null ? { exitCode: result.exitCode } : {}),
+            signal: result.signal ?? '',
+            finishedAtMs: result.finishedAt,
+            error: result.error ?? '',
+            stdoutBytes: result.stdoutBytes,
+            stderrBytes: result.stderrBytes,
+          },
+        },
+      });
+      this.startWaiting();
+    });
+  }
+
+  private reportNeverStarted(assignment: TaskAssignment, reason: string): void {
+    this.outbox.push({
+      taskId: assignment.taskId,
+      attempt: assignment.attempt,
+      kind: {
+        $case: 'finished',
+        finished: { outcome: TaskOutcome.TASK_OUTCOME_CANCELLED, signal: '', finishedAtMs: Date.now(), error: reason, stdoutBytes: 0, stderrBytes: 0 },
+      },
+    });
+    this.startWaiting();
+  }
+
+  private startWaiting(): void {
+    while (this.waiting.length > 0 && this.active.size < this.options.concurrency) this.run(this.waiting.shift()!);
+    if (this.active.size === 0 && this.waiting.length === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+  }
+}
+
+function parseKey(key: string): { taskId: string; attempt: number } {
+  const hash = key.lastIndexOf('#');
+  return { taskId: key.slice(0, hash), attempt: Number(key.slice(hash + 1)) };
+}

@@ -1,0 +1,146 @@
+// The worker's queue of task events on their way to the master. Events are batched (one gRPC
+// message carries many), kept until the master acknowledges them, and re-sent in order after a
+// reconnection, so a master restart loses neither results nor output. Its size drives
+// backpressure: past the high-water mark the runner stops reading task output.
+import type { ReportTaskEventsRequest, TaskEvent } from '../../generated/node.js';
+
+export interface OutboxOptions {
+  workerName: string;
+  /** Largest batch to build, in bytes of payload. */
+  maxBatchBytes: number;
+  /** Above this many unacknowledged bytes, ask for backpressure… */
+  highWaterBytes: number;
+  /** …and release it again below this many. */
+  lowWaterBytes: number;
+  onPressure(pressed: boolean): void;
+}
+
+interface Batch {
+  request: ReportTaskEventsRequest;
+  bytes: number;
+  /** `taskId#attempt` of attempts whose final event is in this batch. */
+  finishes: string[];
+}
+
+export const eventKey = (event: { taskId: string; attempt: number }): string => `${event.taskId}#${event.attempt}`;
+
+function eventBytes(event: TaskEvent): number {
+  return event.kind?.$case === 'output' ? event.kind.output.data.length + 64 : 64;
+}
+
+export class Outbox {
+  private pending: TaskEvent[] = [];
+  private pendingBytes = 0;
+  private readonly unacked = new Map<number, Batch>();
+  private unackedBytes = 0;
+  private nextBatchId = 1;
+  private send: ((request: ReportTaskEventsRequest) => void) | undefined;
+  private flushScheduled = false;
+  private pressed = false;
+  /** Attempts whose finished event the master has not yet acknowledged. */
+  readonly unfinished = new Set<string>();
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(private readonly options: OutboxOptions) {}
+
+  push(event: TaskEvent): void {
+    const last = this.pending[this.pending.length - 1];
+    if (!(last && mergeOutput(last, event))) this.pending.push(event);
+    if (event.kind?.$case === 'finished') this.unfinished.add(eventKey(event));
+    this.pendingBytes += eventBytes(event);
+    this.updatePressure();
+    this.scheduleFlush();
+  }
+
+  /** A connection is up: re-send what it has not acknowledged, then carry on. */
+  connect(send: (request: ReportTaskEventsRequest) => void): void {
+    this.send = send;
+    for (const batch of this.unacked.values()) send(batch.request);
+    this.scheduleFlush();
+  }
+
+  disconnect(): void {
+    this.send = undefined;
+  }
+
+  acknowledge(batchId: number): void {
+    // Acknowledgements come in order; one also covers any earlier batch.
+    for (const [id, batch] of this.unacked) {
+      if (id > batchId) break;
+      this.unacked.delete(id);
+      this.unackedBytes -= batch.bytes;
+      for (const key of batch.finishes) this.unfinished.delete(key);
+    }
+    this.updatePressure();
+    if (this.isEmpty()) for (const wake of this.idleWaiters.splice(0)) wake();
+  }
+
+  isEmpty(): boolean {
+    return this.pending.length === 0 && this.unacked.size === 0;
+  }
+
+  /** Resolves once everything pushed so far is acknowledged, or after the timeout. */
+  whenEmpty(timeoutMs: number): Promise<boolean> {
+    if (this.isEmpty()) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      this.idleWaiters.push(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled || !this.send) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.flush();
+    });
+  }
+
+  private flush(): void {
+    while (this.send && this.pending.length > 0) {
+      const events: TaskEvent[] = [];
+      const finishes: string[] = [];
+      let bytes = 0;
+      while (this.pending.length > 0 && (events.length === 0 || bytes < this.options.maxBatchBytes)) {
+        const event = this.pending.shift()!;
+        events.push(event);
+        bytes += eventBytes(event);
+        if (event.kind?.$case === 'finished') finishes.push(eventKey(event));
+      }
+      this.pendingBytes -= bytes;
+      const request: ReportTaskEventsRequest = { name: this.options.workerName, batchId: this.nextBatchId++, events };
+      this.unacked.set(request.batchId, { request, bytes, finishes });
+      this.unackedBytes += bytes;
+      this.send(request);
+    }
+  }
+
+  private updatePressure(): void {
+    const total = this.pendingBytes + this.unackedBytes;
+    if (!this.pressed && total > this.options.highWaterBytes) {
+      this.pressed = true;
+      this.options.onPressure(true);
+    } else if (this.pressed && total < this.options.lowWaterBytes) {
+      this.pressed = false;
+      this.options.onPressure(false);
+    }
+  }
+}
+
+/**
+ * Appends `next` to `last` when both are contiguous output of the same stream of one attempt and
+ * small: many tiny writes become one event, while large chunks are never copied again.
+ */
+function mergeOutput(last: TaskEvent, next: TaskEvent): boolean {
+  if (last.kind?.$case !== 'output' || next.kind?.$case !== 'output') return false;
+  if (last.taskId !== next.taskId || last.attempt !== next.attempt) return false;
+  const a = last.kind.output;
+  const b = next.kind.output;
+  if (a.stream !== b.stream || a.offset + a.data.length !== b.offset || a.data.length + b.data.length > 64 * 1024) return false;
+  a.data = Buffer.concat([a.data, b.data]);
+  return true;
+}

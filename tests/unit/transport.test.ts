@@ -1,0 +1,75 @@
+import { Backoff } from '../../src/transport/backoff.js';
+import { formatHostPort, parseAddressList, parseHostPort } from '../../src/transport/address.js';
+import { bearerToken, loadOrCreateToken, discoverToken, tokenMatches } from '../../src/transport/credentials.js';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+describe('Backoff', () => {
+  it('grows exponentially up to the cap, with jitter inside [initial/2, ceiling]', () => {
+    const highest = new Backoff({ initialMs: 100, maxMs: 1000, random: () => 0.999999 });
+    expect([1, 2, 3, 4, 5, 6].map(() => highest.next())).toEqual([100, 200, 400, 800, 1000, 1000]);
+    const lowest = new Backoff({ initialMs: 100, maxMs: 1000, random: () => 0 });
+    expect([1, 2, 3].map(() => lowest.next())).toEqual([50, 50, 50]);
+  });
+
+  it('starts over after reset', () => {
+    const backoff = new Backoff({ initialMs: 100, maxMs: 1000, random: () => 0.999999 });
+    backoff.next();
+    backoff.next();
+    backoff.reset();
+    expect(backoff.next()).toBe(100);
+  });
+});
+
+describe('addresses', () => {
+  it('parses host:port, IPv6 in brackets and lists', () => {
+    expect(parseHostPort('m1:50051')).toEqual({ host: 'm1', port: 50051 });
+    expect(parseHostPort('[::1]:7')).toEqual({ host: '::1', port: 7 });
+    expect(parseAddressList('a:1, b:2')).toEqual([
+      { host: 'a', port: 1 },
+      { host: 'b', port: 2 },
+    ]);
+    expect(formatHostPort({ host: '::1', port: 7 })).toBe('[::1]:7');
+  });
+
+  it.each(['', 'nohost', 'a:0', 'a:70000', ':5', 'a:b'])('rejects %p', (text) => {
+    expect(() => parseAddressList(text)).toThrow(RangeError);
+  });
+});
+
+describe('tokens', () => {
+  let dir: string;
+  const saved = process.env.DCLI_TOKEN;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'dcli-token-'));
+    delete process.env.DCLI_TOKEN;
+  });
+  afterEach(() => {
+    rmSync(dir, { recursive: true, force: true });
+    if (saved === undefined) delete process.env.DCLI_TOKEN;
+    else process.env.DCLI_TOKEN = saved;
+  });
+
+  it('creates a random 256-bit token once, mode 0600, and clients find it', () => {
+    const first = loadOrCreateToken(dir);
+    expect(first.file).toBe(join(dir, 'token'));
+    expect(Buffer.from(first.token, 'base64url')).toHaveLength(32);
+    expect(statSync(first.file!).mode & 0o777).toBe(0o600);
+    expect(loadOrCreateToken(dir).token).toBe(first.token);
+    expect(discoverToken(dir)).toBe(first.token);
+  });
+
+  it('prefers an explicit token and never writes it', () => {
+    expect(loadOrCreateToken(dir, 'given')).toEqual({ token: 'given' });
+    expect(discoverToken(dir)).toBeUndefined();
+    expect(discoverToken(dir, 'flag')).toBe('flag');
+  });
+
+  it('compares bearer tokens exactly', () => {
+    expect(tokenMatches(bearerToken('Bearer abc'), 'abc')).toBe(true);
+    expect(tokenMatches(bearerToken('Bearer abcd'), 'abc')).toBe(false);
+    expect(tokenMatches(bearerToken('Basic abc'), 'abc')).toBe(false);
+    expect(tokenMatches(undefined, 'abc')).toBe(false);
+  });
+});
