@@ -1,12 +1,15 @@
 // Bundles the CLI (and the benchmark runner) into single ESM files: one file starts ~2x faster
 // than many tsc outputs. better-sqlite3 stays external because its .node addon cannot be bundled.
 import { build } from 'esbuild';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 
 const entries = [
   { in: 'src/cli/main.ts', out: 'dcli' },
   { in: 'bench/main.ts', out: 'bench' },
 ].filter((entry) => existsSync(entry.in));
+
+// Chunk names carry content hashes: start clean so stale chunks never pile up.
+rmSync('dist', { recursive: true, force: true });
 
 await build({
   entryPoints: entries,
@@ -15,6 +18,10 @@ await build({
   platform: 'node',
   target: 'node20',
   format: 'esm',
+  // Client commands must start fast: the master and worker code (gRPC, fastify, SQLite) is split
+  // into chunks loaded only by the commands that run them.
+  splitting: true,
+  chunkNames: 'chunks/[name]-[hash]',
   sourcemap: 'linked',
   external: ['better-sqlite3', 'pg', 'bullmq', 'ioredis'],
   // ESM bundles of CommonJS dependencies still call require(); give them one.

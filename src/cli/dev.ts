@@ -1,11 +1,8 @@
 // `dcli dev`: a master and N workers in this one process, for trying dcli on one machine.
 import { Command, Option } from 'commander';
 import { availableParallelism } from 'node:os';
-import { createLogger } from '../core/log.js';
-import { startMaster } from '../master/master.js';
 import { parseHostPort } from '../transport/address.js';
 import { discoverToken, resolveDataDir } from '../transport/credentials.js';
-import { WorkerAgent } from '../worker/agent.js';
 import { UsageError } from './errors.js';
 import { onShutdownSignal, parseInteger } from './options.js';
 
@@ -26,6 +23,10 @@ export function devCommand(): Command {
     .addOption(new Option('--http-port <port>', 'HTTP port').default(9092).argParser(parseInteger))
     .option('--data-dir <dir>', 'state directory (default: $DCLI_DATA_DIR or ~/.dcli)')
     .action(async (flags: DevFlags) => {
+      // Loaded here, not at the top, so client commands never pay for it.
+      const { createLogger } = await import('../core/log.js');
+      const { startMaster } = await import('../master/master.js');
+      const { WorkerAgent } = await import('../worker/agent.js');
       if (flags.workers < 1 || flags.workers > 64) throw new UsageError('--workers must be between 1 and 64');
       const dataDir = resolveDataDir(flags.dataDir);
       const log = createLogger('dev', process.env.DCLI_LOG_LEVEL ?? 'warn');

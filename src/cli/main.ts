@@ -17,6 +17,8 @@ const program = new Command('dcli')
   .description('Distributed command runner: a master, workers over gRPC, and this client')
   .version(VERSION)
   .showHelpAfterError(false)
+  // `submit -- prog args…` passes everything after the command through untouched.
+  .enablePositionalOptions()
   .configureOutput({ outputError: (message, write) => write(message.split('\n')[0] + '\n') })
   .exitOverride();
 

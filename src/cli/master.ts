@@ -1,9 +1,7 @@
 // `dcli master`: parses flags, starts the master, prints where it listens, stops on SIGTERM/SIGINT.
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { availableParallelism } from 'node:os';
-import { createLogger } from '../core/log.js';
 import { parseDuration, parseSize } from '../core/units.js';
-import { startMaster } from '../master/master.js';
 import { resolveDataDir } from '../transport/credentials.js';
 import { onShutdownSignal, parseInteger, parseWith } from './options.js';
 import { UsageError } from './errors.js';
@@ -37,6 +35,9 @@ export function masterCommand(): Command {
     .option('--tls-key <file>', 'TLS private key for the gRPC port')
     .option('--tls-ca <file>', 'CA for client certificates: require mTLS')
     .action(async (flags: MasterFlags) => {
+      // Loaded here, not at the top, so client commands never pay for it.
+      const { createLogger } = await import('../core/log.js');
+      const { startMaster } = await import('../master/master.js');
       if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
       if (flags.tlsCa !== undefined && flags.tlsCert === undefined) throw new UsageError('--tls-ca needs --tls-cert and --tls-key');
       if (flags.heartbeatTimeout < 500) throw new UsageError('--heartbeat-timeout must be at least 500ms');

@@ -1,12 +1,10 @@
 // `dcli worker`: parses flags, finds the token, runs the agent until SIGTERM/SIGINT, then drains.
 import { Command, Option } from 'commander';
 import { availableParallelism, hostname } from 'node:os';
-import { createLogger } from '../core/log.js';
 import { parseDuration } from '../core/units.js';
 import { isValidName, parseKeyValues } from '../core/validation.js';
 import { parseAddressList } from '../transport/address.js';
 import { discoverToken, resolveDataDir } from '../transport/credentials.js';
-import { WorkerAgent } from '../worker/agent.js';
 import { CliError, UsageError } from './errors.js';
 import { collect, onShutdownSignal, parseInteger, parseWith } from './options.js';
 
@@ -39,6 +37,9 @@ export function workerCommand(): Command {
     .option('--tls-cert <file>', 'client certificate, for a master that requires mTLS')
     .option('--tls-key <file>', 'client key, for a master that requires mTLS')
     .action(async (flags: WorkerFlags) => {
+      // Loaded here, not at the top, so client commands never pay for it.
+      const { createLogger } = await import('../core/log.js');
+      const { WorkerAgent } = await import('../worker/agent.js');
       const name = flags.name ?? hostname().split('.')[0] ?? 'worker';
       if (!isValidName(name)) throw new UsageError(`invalid worker name "${name}" (letters, digits, ".", "_", "-"; up to 63)`);
       if (flags.concurrency < 1) throw new UsageError('--concurrency must be at least 1');

@@ -1,0 +1,809 @@
+// The embedded store: one SQLite file behind a group-commit queue. Every write is queued and all
+// writes queued within one turn of the event loop share one transaction (so one WAL append), yet
+// each runs in its own savepoint: it fails alone and its promise settles only after the COMMIT.
+// Reads run directly on the connection; they never see a batch in progress because a batch runs
+// synchronously from BEGIN to COMMIT.
+import Database from 'better-sqlite3';
+import { newTaskId } from '../core/ids.js';
+import type { NodeInfo, NodeStatus } from '../core/node.js';
+import {
+  ACTIVE_STATUSES,
+  TASK_STATUSES,
+  isEligible,
+  statusAfterAttempt,
+  type Task,
+  type TaskSpec,
+  type TaskStatus,
+} from '../core/task.js';
+import { ValidationError } from '../core/validation.js';
+import {
+  TRUNCATION_MARKER,
+  type AppliedEvents,
+  type AttemptEvent,
+  type CancelResult,
+  type ClaimRequest,
+  type CreateResult,
+  type OutputChunk,
+  type OutputQuery,
+  type OutputStreamName,
+  type Store,
+  type StoreOptions,
+  type TaskPage,
+  type TaskQuery,
+} from './store.js';
+
+/** MIGRATIONS[n] brings a database from `PRAGMA user_version` n to n + 1. */
+const MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE tasks (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, -- FIFO order and list cursor; never reused
+    id TEXT NOT NULL UNIQUE,
+    cmd TEXT,
+    argv_json TEXT,
+    env_json TEXT NOT NULL,
+    cwd TEXT,
+    timeout_ms INTEGER NOT NULL,
+    retries INTEGER NOT NULL,
+    target_node TEXT,
+    labels_json TEXT NOT NULL,
+    idempotency_key TEXT,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    assigned_node TEXT,
+    exit_code INTEGER,
+    signal TEXT,
+    error TEXT,
+    cancel_requested INTEGER NOT NULL,
+    output_truncated INTEGER NOT NULL,
+    output_bytes INTEGER NOT NULL,    -- bytes stored for the current attempt, against the cap
+    stdout_received INTEGER NOT NULL, -- bytes received per stream, to skip re-sent chunks
+    stderr_received INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    assigned_at INTEGER,
+    started_at INTEGER,
+    finished_at INTEGER
+  );
+  -- Claims (status = 'queued' by seq) and listing by status. Index entries end with
+  -- the rowid (seq), so (assigned_node, status) also lists a node's tasks of one status in order.
+  CREATE INDEX tasks_status_seq ON tasks (status, seq);
+  CREATE INDEX tasks_node_status ON tasks (assigned_node, status);
+  CREATE INDEX tasks_node_seq ON tasks (assigned_node, seq);
+
+  -- Counts by status, kept by triggers, so metrics need not scan millions of rows.
+  CREATE TABLE task_counts (status TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+  INSERT INTO task_counts (status, n) VALUES
+    ('queued', 0), ('assigned', 0), ('running', 0), ('succeeded', 0),
+    ('failed', 0), ('cancelled', 0), ('timed_out', 0), ('lost', 0);
+  CREATE TRIGGER tasks_count_insert AFTER INSERT ON tasks BEGIN
+    UPDATE task_counts SET n = n + 1 WHERE status = NEW.status;
+  END;
+  CREATE TRIGGER tasks_count_update AFTER UPDATE OF status ON tasks WHEN OLD.status <> NEW.status BEGIN
+    UPDATE task_counts SET n = n - 1 WHERE status = OLD.status;
+    UPDATE task_counts SET n = n + 1 WHERE status = NEW.status;
+  END;
+  CREATE TRIGGER tasks_count_delete AFTER DELETE ON tasks BEGIN
+    UPDATE task_counts SET n = n - 1 WHERE status = OLD.status;
+  END;
+
+  CREATE TABLE output (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT NOT NULL REFERENCES tasks (id),
+    attempt INTEGER NOT NULL,
+    stream INTEGER NOT NULL, -- 1 stdout, 2 stderr
+    data BLOB NOT NULL
+  );
+  CREATE INDEX output_task_id ON output (task_id, id);
+
+  CREATE TABLE idempotency (
+    key TEXT PRIMARY KEY,
+    task_ids_json TEXT NOT NULL
+  ) WITHOUT ROWID;
+
+  CREATE TABLE nodes (
+    name TEXT PRIMARY KEY,
+    instance_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    labels_json TEXT NOT NULL,
+    concurrency INTEGER NOT NULL,
+    running INTEGER NOT NULL,
+    load_average REAL NOT NULL,
+    version TEXT NOT NULL,
+    last_seen_at INTEGER NOT NULL,
+    registered_at INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  `,
+];
+
+/** Attempts that may be given back: assigned, but not yet started on a worker. */
+const ASSIGNED_ONLY: ReadonlySet<TaskStatus> = new Set(['assigned']);
+
+/** Most queued rows one claim examines, so a claim stays cheap however long the queue is. */
+export const CLAIM_SCAN_BUDGET = 4096;
+
+interface TaskRow {
+  seq: number;
+  id: string;
+  cmd: string | null;
+  argv_json: string | null;
+  env_json: string;
+  cwd: string | null;
+  timeout_ms: number;
+  retries: number;
+  target_node: string | null;
+  labels_json: string;
+  idempotency_key: string | null;
+  status: TaskStatus;
+  attempts: number;
+  assigned_node: string | null;
+  exit_code: number | null;
+  signal: string | null;
+  error: string | null;
+  cancel_requested: number;
+  output_truncated: number;
+  output_bytes: number;
+  stdout_received: number;
+  stderr_received: number;
+  created_at: number;
+  assigned_at: number | null;
+  started_at: number | null;
+  finished_at: number | null;
+}
+
+type QueuedRow = Pick<TaskRow, 'seq' | 'target_node' | 'labels_json'>;
+
+interface OutputRow {
+  id: number;
+  attempt: number;
+  stream: number;
+  data: Buffer;
+}
+
+interface NodeRow {
+  name: string;
+  instance_id: string;
+  status: NodeStatus;
+  labels_json: string;
+  concurrency: number;
+  running: number;
+  load_average: number;
+  version: string;
+  last_seen_at: number;
+  registered_at: number;
+}
+
+interface WriteOp {
+  run: () => unknown;
+  resolve: (value: unknown) => void;
+  reject: (error: unknown) => void;
+}
+
+type OpResult = { ok: true; value: unknown } | { ok: false; error: unknown };
+
+const STREAM_CODES: Record<OutputStreamName, number> = { stdout: 1, stderr: 2 };
+const STREAM_NAMES: Record<number, OutputStreamName> = { 1: 'stdout', 2: 'stderr' };
+
+const TASK_UPDATE_COLUMNS = [
+  'status',
+  'attempts',
+  'assigned_node',
+  'exit_code',
+  'signal',
+  'error',
+  'cancel_requested',
+  'output_truncated',
+  'output_bytes',
+  'stdout_received',
+  'stderr_received',
+  'assigned_at',
+  'started_at',
+  'finished_at',
+] as const;
+
+const TASK_INSERT_COLUMNS = [
+  'id',
+  'cmd',
+  'argv_json',
+  'env_json',
+  'cwd',
+  'timeout_ms',
+  'retries',
+  'target_node',
+  'labels_json',
+  'idempotency_key',
+  'created_at',
+  ...TASK_UPDATE_COLUMNS,
+] as const;
+
+const NODE_COLUMNS = [
+  'name',
+  'instance_id',
+  'status',
+  'labels_json',
+  'concurrency',
+  'running',
+  'load_average',
+  'version',
+  'last_seen_at',
+  'registered_at',
+] as const;
+
+const LIST_FROM = `SELECT * FROM tasks WHERE seq < @before`;
+
+function prepareStatements(db: Database.Database) {
+  const insertColumns = TASK_INSERT_COLUMNS.join(', ');
+  const insertValues = TASK_INSERT_COLUMNS.map((column) => `@${column}`).join(', ');
+  return {
+    begin: db.prepare('BEGIN IMMEDIATE'),
+    commit: db.prepare('COMMIT'),
+    rollback: db.prepare('ROLLBACK'),
+    insertTask: db.prepare(`INSERT INTO tasks (${insertColumns}) VALUES (${insertValues})`),
+    updateTask: db.prepare(
+      `UPDATE tasks SET ${TASK_UPDATE_COLUMNS.map((column) => `${column} = @${column}`).join(', ')} WHERE seq = @seq`,
+    ),
+    taskById: db.prepare('SELECT * FROM tasks WHERE id = ?'),
+    getIdempotency: db.prepare('SELECT task_ids_json FROM idempotency WHERE key = ?').pluck(),
+    insertIdempotency: db.prepare('INSERT INTO idempotency (key, task_ids_json) VALUES (?, ?)'),
+    queuedPage: db.prepare(
+      `SELECT seq, target_node, labels_json FROM tasks WHERE status = 'queued' AND seq > ? ORDER BY seq LIMIT ?`,
+    ),
+    claim: db.prepare(
+      `UPDATE tasks SET status = 'assigned', attempts = attempts + 1, assigned_node = @name, assigned_at = @now,
+         exit_code = NULL, signal = NULL, error = NULL, started_at = NULL, finished_at = NULL,
+         output_truncated = 0, output_bytes = 0, stdout_received = 0, stderr_received = 0
+       WHERE seq = @seq AND status = 'queued' RETURNING *`,
+    ),
+    insertOutput: db.prepare('INSERT INTO output (task_id, attempt, stream, data) VALUES (?, ?, ?, ?)'),
+    readOutput: db.prepare(
+      `SELECT id, attempt, stream, data FROM output
+       WHERE task_id = @taskId AND id > @afterId
+         AND (@attempt IS NULL OR attempt = @attempt) AND (@stream IS NULL OR stream = @stream)
+       ORDER BY id LIMIT @limit`,
+    ),
+    list: db.prepare(`${LIST_FROM} ORDER BY seq DESC LIMIT @limit`),
+    listByStatus: db.prepare(`${LIST_FROM} AND status = @status ORDER BY seq DESC LIMIT @limit`),
+    listByNode: db.prepare(`${LIST_FROM} AND assigned_node = @node ORDER BY seq DESC LIMIT @limit`),
+    listByNodeStatus: db.prepare(
+      `${LIST_FROM} AND assigned_node = @node AND status = @status ORDER BY seq DESC LIMIT @limit`,
+    ),
+    countByStatus: db.prepare('SELECT status, n FROM task_counts'),
+    activeOn: db.prepare(
+      `SELECT * FROM tasks WHERE assigned_node = ? AND status IN ('assigned', 'running') ORDER BY seq`,
+    ),
+    active: db.prepare(`SELECT * FROM tasks WHERE status IN ('assigned', 'running') ORDER BY seq`),
+    upsertNode: db.prepare(
+      `INSERT OR REPLACE INTO nodes (${NODE_COLUMNS.join(', ')}) VALUES (${NODE_COLUMNS.map((c) => `@${c}`).join(', ')})`,
+    ),
+    setNodeStatus: db.prepare('UPDATE nodes SET status = ? WHERE name = ?'),
+    nodeByName: db.prepare('SELECT * FROM nodes WHERE name = ?'),
+    nodes: db.prepare('SELECT * FROM nodes ORDER BY name'),
+  };
+}
+
+type Statements = ReturnType<typeof prepareStatements>;
+
+function migrate(db: Database.Database): void {
+  const version = db.pragma('user_version', { simple: true }) as number;
+  if (version > MIGRATIONS.length) {
+    throw new Error(`the database has schema version ${version}; this dcli knows up to ${MIGRATIONS.length}`);
+  }
+  for (let next = version; next < MIGRATIONS.length; next++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[next]!);
+      db.pragma(`user_version = ${next + 1}`);
+    })();
+  }
+}
+
+export function openSqliteStore(file: string, options: StoreOptions): SqliteStore {
+  return new SqliteStore(file, options);
+}
+
+export class SqliteStore implements Store {
+  private readonly db: Database.Database;
+  private readonly sql: Statements;
+  /** Runs one write op inside the open batch; better-sqlite3 makes a nested transaction a SAVEPOINT. */
+  private readonly savepoint: (run: () => unknown) => unknown;
+  private queue: WriteOp[] = [];
+  private flushScheduled = false;
+  private closed = false;
+  /**
+   * Per worker (name and labels): the seq up to which every queued task is known to be
+   * ineligible for it, so its next claim starts there instead of rescanning a long ineligible
+   * head. Only a hint: lowered whenever an older task returns to the queue.
+   */
+  private readonly claimCursors = new Map<string, number>();
+
+  constructor(
+    file: string,
+    private readonly options: StoreOptions,
+  ) {
+    this.db = new Database(file);
+    // WAL with synchronous=NORMAL: a committed transaction survives a crash or kill -9 of the
+    // process (the guarantee dcli makes); only an OS crash or power cut may lose the last commits.
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('busy_timeout = 5000');
+    this.db.pragma('foreign_keys = ON');
+    this.db.pragma('cache_size = -32768');
+    // Each op's savepoint copies the pages it touches to a sub-journal: keep that in memory, not a
+    // temp file (several times faster; it is emptied whenever a batch's savepoints are released).
+    this.db.pragma('temp_store = MEMORY');
+    migrate(this.db);
+    this.sql = prepareStatements(this.db);
+    this.savepoint = this.db.transaction((run: () => unknown) => run());
+  }
+
+  createTasks(specs: TaskSpec[], idempotencyKey?: string): Promise<CreateResult> {
+    return this.write(() => {
+      if (idempotencyKey !== undefined) {
+        const ids = this.sql.getIdempotency.get(idempotencyKey) as string | undefined;
+        if (ids !== undefined) return { tasks: this.tasksByIds(JSON.parse(ids) as string[]), created: false };
+      }
+      const now = Date.now();
+      const tasks = specs.map((spec) => rowToTask(this.insertTask(spec, now)));
+      if (idempotencyKey !== undefined) {
+        this.sql.insertIdempotency.run(idempotencyKey, JSON.stringify(tasks.map((task) => task.id)));
+      }
+      return { tasks, created: true };
+    });
+  }
+
+  async getTask(id: string): Promise<Task | undefined> {
+    const row = this.row(id);
+    return row && rowToTask(row);
+  }
+
+  async listTasks(query: TaskQuery): Promise<TaskPage> {
+    const params = {
+      before: query.cursor === undefined ? Number.MAX_SAFE_INTEGER : parseCursor(query.cursor),
+      limit: positiveLimit(query.limit) + 1,
+      status: query.status ?? null,
+      node: query.node ?? null,
+    };
+    const statement =
+      query.node === undefined
+        ? query.status === undefined
+          ? this.sql.list
+          : this.sql.listByStatus
+        : query.status === undefined
+          ? this.sql.listByNode
+          : this.sql.listByNodeStatus;
+    const rows = statement.all(params) as TaskRow[];
+    const more = rows.length > query.limit;
+    if (more) rows.pop();
+    return { tasks: rows.map(rowToTask), nextCursor: more ? String(rows[rows.length - 1]!.seq) : null };
+  }
+
+  async countTasks(): Promise<Record<TaskStatus, number>> {
+    const counts = Object.fromEntries(TASK_STATUSES.map((status) => [status, 0])) as Record<TaskStatus, number>;
+    for (const { status, n } of this.sql.countByStatus.all() as { status: TaskStatus; n: number }[]) {
+      counts[status] = n;
+    }
+    return counts;
+  }
+
+  claimTasks(request: ClaimRequest, now: number): Promise<Task[]> {
+    return this.write(() => this.claim(request, now));
+  }
+
+  applyEvents(events: AttemptEvent[]): Promise<AppliedEvents> {
+    return this.write(() => this.apply(events));
+  }
+
+  loseAttempts(refs: { taskId: string; attempt: number }[], reason: string, now: number): Promise<Task[]> {
+    return this.write(() =>
+      this.updateCurrent(refs, ACTIVE_STATUSES, (row) => {
+        const status = statusAfterAttempt(attemptState(row), 'lost');
+        row.exit_code = null;
+        row.signal = null;
+        row.error = reason;
+        if (status === 'queued') this.requeue(row);
+        else this.end(row, status, now);
+      }),
+    );
+  }
+
+  requeueAttempts(refs: { taskId: string; attempt: number }[]): Promise<Task[]> {
+    return this.write(() =>
+      this.updateCurrent(refs, ASSIGNED_ONLY, (row) => {
+        // Never delivered: a pending cancel ends it here, as it would have ended a queued task.
+        if (row.cancel_requested === 1) {
+          this.end(row, 'cancelled', Date.now());
+          return;
+        }
+        row.attempts -= 1;
+        row.assigned_node = null;
+        row.assigned_at = null;
+        this.requeue(row);
+      }),
+    );
+  }
+
+  async activeTasksOn(nodeName: string): Promise<Task[]> {
+    return (this.sql.activeOn.all(nodeName) as TaskRow[]).map(rowToTask);
+  }
+
+  async activeTasks(): Promise<Task[]> {
+    return (this.sql.active.all() as TaskRow[]).map(rowToTask);
+  }
+
+  requestCancel(id: string, now: number): Promise<CancelResult | undefined> {
+    return this.write((): CancelResult | undefined => {
+      const row = this.row(id);
+      if (!row) return undefined;
+      if (row.status === 'queued') {
+        row.cancel_requested = 1;
+        this.end(row, 'cancelled', now);
+        this.save(row);
+        return { kind: 'cancelled', task: rowToTask(row) };
+      }
+      if (ACTIVE_STATUSES.has(row.status)) {
+        row.cancel_requested = 1;
+        this.save(row);
+        return { kind: 'requested', task: rowToTask(row) };
+      }
+      return { kind: 'ended', task: rowToTask(row) };
+    });
+  }
+
+  async readOutput(taskId: string, query: OutputQuery): Promise<OutputChunk[]> {
+    const rows = this.sql.readOutput.all({
+      taskId,
+      afterId: query.afterId ?? 0,
+      attempt: query.attempt ?? null,
+      stream: query.stream === undefined ? null : STREAM_CODES[query.stream],
+      limit: positiveLimit(query.limit),
+    }) as OutputRow[];
+    return rows.map((row) => ({ id: row.id, attempt: row.attempt, stream: STREAM_NAMES[row.stream]!, data: row.data }));
+  }
+
+  upsertNode(node: NodeInfo): Promise<void> {
+    return this.write(() => {
+      this.sql.upsertNode.run(nodeToRow(node));
+    });
+  }
+
+  setNodeStatus(name: string, status: NodeStatus): Promise<void> {
+    return this.write(() => {
+      this.sql.setNodeStatus.run(status, name);
+    });
+  }
+
+  async getNode(name: string): Promise<NodeInfo | undefined> {
+    const row = this.sql.nodeByName.get(name) as NodeRow | undefined;
+    return row && rowToNode(row);
+  }
+
+  async listNodes(): Promise<NodeInfo[]> {
+    return (this.sql.nodes.all() as NodeRow[]).map(rowToNode);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.flush();
+    this.db.pragma('optimize');
+    this.db.close();
+  }
+
+  // ---- group commit ----
+
+  private write<T>(run: () => T): Promise<T> {
+    if (this.closed) return Promise.reject(new Error('the store is closed'));
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({ run, resolve: resolve as (value: unknown) => void, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  /** Runs every queued op in one transaction; settles their promises only after it commits. */
+  private flush(): void {
+    this.flushScheduled = false;
+    const batch = this.queue;
+    this.queue = [];
+    if (batch.length === 0) return;
+    const results: OpResult[] = [];
+    try {
+      this.sql.begin.run();
+      for (const op of batch) results.push(this.runOp(op));
+      this.sql.commit.run();
+    } catch (error) {
+      if (this.db.inTransaction) this.sql.rollback.run();
+      for (const op of batch) op.reject(error);
+      return;
+    }
+    batch.forEach((op, i) => {
+      const result = results[i]!;
+      if (result.ok) op.resolve(result.value);
+      else op.reject(result.error);
+    });
+  }
+
+  private runOp(op: WriteOp): OpResult {
+    try {
+      return { ok: true, value: this.savepoint(op.run) };
+    } catch (error) {
+      // Some errors (disk full, I/O) make SQLite drop the whole transaction: then no op of the
+      // batch may count as committed.
+      if (!this.db.inTransaction) throw error;
+      return { ok: false, error };
+    }
+  }
+
+  // ---- write ops (run inside a batch) ----
+
+  private insertTask(spec: TaskSpec, now: number): TaskRow {
+    const row: TaskRow = {
+      seq: 0,
+      id: '',
+      cmd: spec.cmd ?? null,
+      argv_json: spec.argv === undefined ? null : JSON.stringify(spec.argv),
+      env_json: JSON.stringify(spec.env),
+      cwd: spec.cwd ?? null,
+      timeout_ms: spec.timeoutMs,
+      retries: spec.retries,
+      target_node: spec.node ?? null,
+      labels_json: JSON.stringify(spec.labels),
+      idempotency_key: spec.idempotencyKey ?? null,
+      status: 'queued',
+      attempts: 0,
+      assigned_node: null,
+      exit_code: null,
+      signal: null,
+      error: null,
+      cancel_requested: 0,
+      output_truncated: 0,
+      output_bytes: 0,
+      stdout_received: 0,
+      stderr_received: 0,
+      created_at: now,
+      assigned_at: null,
+      started_at: null,
+      finished_at: null,
+    };
+    // Ids are random: on the rare clash with an existing id, draw another.
+    for (let tries = 1; ; tries++) {
+      row.id = newTaskId(now);
+      try {
+        row.seq = Number(this.sql.insertTask.run(row).lastInsertRowid);
+        return row;
+      } catch (error) {
+        if (tries >= 3 || !isIdClash(error)) throw error;
+      }
+    }
+  }
+
+  private claim(request: ClaimRequest, now: number): Task[] {
+    if (request.limit <= 0) return [];
+    const cursorKey = `${request.name}\n${canonicalJson(request.labels)}`;
+    let after = this.claimCursors.get(cursorKey) ?? 0;
+    let ineligibleThrough = after;
+    let budget = CLAIM_SCAN_BUDGET;
+    let pageSize = Math.max(16, request.limit * 2);
+    const chosen: number[] = [];
+    scan: while (budget > 0) {
+      const wanted = Math.min(pageSize, budget);
+      const page = this.sql.queuedPage.all(after, wanted) as QueuedRow[];
+      budget -= page.length;
+      for (const row of page) {
+        after = row.seq;
+        if (isRowEligible(row, request)) {
+          chosen.push(row.seq);
+          if (chosen.length === request.limit) break scan;
+        } else if (chosen.length === 0) {
+          ineligibleThrough = row.seq;
+        }
+      }
+      if (page.length < wanted) break;
+      pageSize = Math.min(pageSize * 4, 1024);
+    }
+    if (ineligibleThrough > 0) this.claimCursors.set(cursorKey, ineligibleThrough);
+    return chosen.map((seq) => rowToTask(this.sql.claim.get({ seq, name: request.name, now }) as TaskRow));
+  }
+
+  private apply(events: AttemptEvent[]): AppliedEvents {
+    // Rows are read once, changed in memory event by event and written once at the end.
+    const rows = new Map<string, TaskRow | undefined>();
+    const changed = new Map<string, TaskRow>();
+    let stale = 0;
+    for (const event of events) {
+      if (!rows.has(event.taskId)) rows.set(event.taskId, this.row(event.taskId));
+      const row = rows.get(event.taskId);
+      if (!row || row.attempts !== event.attempt || !ACTIVE_STATUSES.has(row.status)) {
+        stale++;
+        continue;
+      }
+      if (this.applyEvent(row, event)) changed.set(row.id, row);
+    }
+    for (const row of changed.values()) this.save(row);
+    return { changed: [...changed.values()].map(rowToTask), stale };
+  }
+
+  /** Applies one current-attempt event to its row; false when it changed nothing (a repeat). */
+  private applyEvent(row: TaskRow, event: AttemptEvent): boolean {
+    switch (event.kind) {
+      case 'started':
+        if (row.status !== 'assigned') return false;
+        row.status = 'running';
+        row.started_at = event.startedAt;
+        return true;
+      case 'output':
+        return this.appendOutput(row, event.stream, event.offset, event.data);
+      case 'finished': {
+        const status = statusAfterAttempt(attemptState(row), event.outcome);
+        row.exit_code = event.exitCode;
+        row.signal = event.signal;
+        row.error = event.error;
+        if (status === 'queued') this.requeue(row);
+        else this.end(row, status, event.finishedAt);
+        return true;
+      }
+    }
+  }
+
+  /** Stores the part of a chunk not received before, within the task's output cap. */
+  private appendOutput(row: TaskRow, stream: OutputStreamName, offset: number, data: Buffer): boolean {
+    const received = stream === 'stdout' ? row.stdout_received : row.stderr_received;
+    const end = offset + data.length;
+    if (end <= received) return false;
+    const fresh = data.subarray(Math.max(0, received - offset));
+    if (stream === 'stdout') row.stdout_received = end;
+    else row.stderr_received = end;
+    if (row.output_truncated === 1) return true;
+    const room = Math.max(0, this.options.maxOutputBytes - row.output_bytes);
+    const kept = fresh.length <= room ? fresh : fresh.subarray(0, room);
+    if (kept.length > 0) {
+      this.sql.insertOutput.run(row.id, row.attempts, STREAM_CODES[stream], kept);
+      row.output_bytes += kept.length;
+    }
+    if (kept.length < fresh.length) {
+      this.sql.insertOutput.run(row.id, row.attempts, STREAM_CODES[stream], TRUNCATION_MARKER(this.options.maxOutputBytes));
+      row.output_truncated = 1;
+    }
+    return true;
+  }
+
+  /** Applies `change` to each referenced task whose attempt is current and status allowed. */
+  private updateCurrent(
+    refs: { taskId: string; attempt: number }[],
+    allowed: ReadonlySet<TaskStatus>,
+    change: (row: TaskRow) => void,
+  ): Task[] {
+    const changed = new Map<string, Task>();
+    for (const ref of refs) {
+      const row = this.row(ref.taskId);
+      if (!row || row.attempts !== ref.attempt || !allowed.has(row.status)) continue;
+      change(row);
+      this.save(row);
+      changed.set(row.id, rowToTask(row));
+    }
+    return [...changed.values()];
+  }
+
+  private requeue(row: TaskRow): void {
+    row.status = 'queued';
+    row.finished_at = null;
+    for (const [key, cursor] of this.claimCursors) {
+      if (cursor >= row.seq) this.claimCursors.set(key, row.seq - 1);
+    }
+  }
+
+  private end(row: TaskRow, status: TaskStatus, now: number): void {
+    row.status = status;
+    row.finished_at = now;
+  }
+
+  private save(row: TaskRow): void {
+    this.sql.updateTask.run(row);
+  }
+
+  // ---- reads ----
+
+  private row(id: string): TaskRow | undefined {
+    return this.sql.taskById.get(id) as TaskRow | undefined;
+  }
+
+  private tasksByIds(ids: string[]): Task[] {
+    return ids.flatMap((id) => {
+      const row = this.row(id);
+      return row ? [rowToTask(row)] : [];
+    });
+  }
+}
+
+function isIdClash(error: unknown): boolean {
+  return (
+    error instanceof Database.SqliteError &&
+    error.code === 'SQLITE_CONSTRAINT_UNIQUE' &&
+    error.message.includes('tasks.id')
+  );
+}
+
+function isRowEligible(row: QueuedRow, worker: ClaimRequest): boolean {
+  if (row.target_node !== null && row.target_node !== worker.name) return false;
+  return row.labels_json === '{}' || isEligible({ labels: parseRecord(row.labels_json) }, worker);
+}
+
+function attemptState(row: TaskRow): Pick<Task, 'attempts' | 'retries' | 'cancelRequested'> {
+  return { attempts: row.attempts, retries: row.retries, cancelRequested: row.cancel_requested === 1 };
+}
+
+function canonicalJson(record: Record<string, string>): string {
+  return JSON.stringify(Object.entries(record).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
+function parseCursor(cursor: string): number {
+  if (!/^[1-9][0-9]{0,15}$/.test(cursor)) throw new ValidationError(`invalid cursor "${cursor}"`);
+  return Number(cursor);
+}
+
+function positiveLimit(limit: number): number {
+  if (!Number.isSafeInteger(limit) || limit < 1) throw new ValidationError('limit must be a positive integer');
+  return limit;
+}
+
+function parseRecord(json: string): Record<string, string> {
+  return json === '{}' ? {} : (JSON.parse(json) as Record<string, string>);
+}
+
+function rowToTask(row: TaskRow): Task {
+  const task: Task = {
+    id: row.id,
+    env: parseRecord(row.env_json),
+    timeoutMs: row.timeout_ms,
+    retries: row.retries,
+    labels: parseRecord(row.labels_json),
+    status: row.status,
+    attempts: row.attempts,
+    exitCode: row.exit_code,
+    signal: row.signal,
+    error: row.error,
+    cancelRequested: row.cancel_requested === 1,
+    outputTruncated: row.output_truncated === 1,
+    createdAt: row.created_at,
+    assignedAt: row.assigned_at,
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+  };
+  if (row.cmd !== null) task.cmd = row.cmd;
+  if (row.argv_json !== null) task.argv = JSON.parse(row.argv_json) as string[];
+  if (row.cwd !== null) task.cwd = row.cwd;
+  if (row.target_node !== null) task.node = row.target_node;
+  if (row.idempotency_key !== null) task.idempotencyKey = row.idempotency_key;
+  if (row.assigned_node !== null) task.assignedNode = row.assigned_node;
+  return task;
+}
+
+function nodeToRow(node: NodeInfo): NodeRow {
+  return {
+    name: node.name,
+    instance_id: node.instanceId,
+    status: node.status,
+    labels_json: JSON.stringify(node.labels),
+    concurrency: node.concurrency,
+    running: node.running,
+    load_average: node.loadAverage,
+    version: node.version,
+    last_seen_at: node.lastSeenAt,
+    registered_at: node.registeredAt,
+  };
+}
+
+function rowToNode(row: NodeRow): NodeInfo {
+  return {
+    id: row.name,
+    name: row.name,
+    instanceId: row.instance_id,
+    status: row.status,
+    labels: parseRecord(row.labels_json),
+    concurrency: row.concurrency,
+    running: row.running,
+    loadAverage: row.load_average,
+    version: row.version,
+    lastSeenAt: row.last_seen_at,
+    registeredAt: row.registered_at,
+  };
+}

@@ -1,0 +1,600 @@
+// The SQLite store against a real database file in a temp dir: durability, idempotency, claims,
+// attempt fencing, output handling, retries, cancellation, listing and nodes.
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { TASK_ID_PATTERN } from '../../src/core/ids.js';
+import type { NodeInfo } from '../../src/core/node.js';
+import type { Task, TaskSpec } from '../../src/core/task.js';
+import { ValidationError } from '../../src/core/validation.js';
+import { CLAIM_SCAN_BUDGET, openSqliteStore, type SqliteStore } from '../../src/store/sqlite.js';
+import { TRUNCATION_MARKER, type AttemptEvent, type OutputStreamName } from '../../src/store/store.js';
+
+const MiB = 1024 * 1024;
+let dir: string;
+let file: string;
+let store: SqliteStore;
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'dcli-store-'));
+  file = join(dir, 'dcli.db');
+  store = openSqliteStore(file, { maxOutputBytes: MiB });
+});
+
+afterEach(async () => {
+  await store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function spec(overrides: Partial<TaskSpec> = {}): TaskSpec {
+  return { cmd: 'true', env: {}, timeoutMs: 0, retries: 0, labels: {}, ...overrides };
+}
+
+async function create(overrides: Partial<TaskSpec> = {}): Promise<Task> {
+  const { tasks } = await store.createTasks([spec(overrides)]);
+  return tasks[0]!;
+}
+
+async function claimOne(name = 'w1', labels: Record<string, string> = {}): Promise<Task> {
+  const [task] = await store.claimTasks({ name, labels, limit: 1 }, Date.now());
+  if (!task) throw new Error('nothing claimed');
+  return task;
+}
+
+const started = (task: Task): AttemptEvent => ({
+  kind: 'started',
+  taskId: task.id,
+  attempt: task.attempts,
+  startedAt: 1000,
+});
+
+const output = (task: Task, stream: OutputStreamName, offset: number, data: Buffer): AttemptEvent => ({
+  kind: 'output',
+  taskId: task.id,
+  attempt: task.attempts,
+  stream,
+  offset,
+  data,
+});
+
+const finished = (
+  task: Task,
+  outcome: 'succeeded' | 'failed' | 'cancelled' | 'timed_out',
+  exitCode: number | null = outcome === 'succeeded' ? 0 : 1,
+): AttemptEvent => ({
+  kind: 'finished',
+  taskId: task.id,
+  attempt: task.attempts,
+  outcome,
+  exitCode,
+  signal: null,
+  error: null,
+  finishedAt: 2000,
+});
+
+async function storedOutput(taskId: string, streamName?: OutputStreamName, attempt?: number): Promise<Buffer> {
+  const chunks = await store.readOutput(taskId, { stream: streamName, attempt, limit: 1_000_000 });
+  return Buffer.concat(chunks.map((chunk) => chunk.data));
+}
+
+describe('tasks', () => {
+  it('stores a task exactly as given, with absent optional fields undefined', async () => {
+    const withArgv = await create({
+      cmd: undefined,
+      argv: ['echo', 'a b', 'ü'],
+      env: { A: '1', B: 'x=y' },
+      cwd: '/tmp',
+      timeoutMs: 5000,
+      retries: 2,
+      node: 'w1',
+      labels: { gpu: 'yes' },
+      idempotencyKey: 'k1',
+    });
+    expect(withArgv.id).toMatch(TASK_ID_PATTERN);
+    expect(await store.getTask(withArgv.id)).toEqual(withArgv);
+    expect(withArgv).toMatchObject({
+      argv: ['echo', 'a b', 'ü'],
+      env: { A: '1', B: 'x=y' },
+      cwd: '/tmp',
+      timeoutMs: 5000,
+      retries: 2,
+      node: 'w1',
+      labels: { gpu: 'yes' },
+      idempotencyKey: 'k1',
+      status: 'queued',
+      attempts: 0,
+      exitCode: null,
+      signal: null,
+      error: null,
+      cancelRequested: false,
+      outputTruncated: false,
+      assignedAt: null,
+      startedAt: null,
+      finishedAt: null,
+    });
+    expect('cmd' in withArgv).toBe(false);
+
+    const plain = await create({ cmd: 'touch /tmp/x' });
+    const stored = (await store.getTask(plain.id))!;
+    expect(stored.cmd).toBe('touch /tmp/x');
+    for (const key of ['argv', 'cwd', 'node', 'idempotencyKey', 'assignedNode'] as const) {
+      expect(key in stored).toBe(false);
+    }
+    expect(await store.getTask('0000000000000000')).toBeUndefined();
+  });
+
+  it('keeps committed tasks across a close and reopen, with the schema version recorded', async () => {
+    const task = await create({ cmd: 'echo durable' });
+    await store.close();
+    store = openSqliteStore(file, { maxOutputBytes: MiB });
+    expect(await store.getTask(task.id)).toEqual(task);
+
+    const raw = new Database(file, { readonly: true });
+    expect(raw.pragma('user_version', { simple: true })).toBe(1);
+    expect(raw.pragma('journal_mode', { simple: true })).toBe('wal');
+    raw.close();
+  });
+
+  it('has a task in the database file, for any other connection, once createTasks resolves', async () => {
+    const task = await create();
+    const other = new Database(file, { readonly: true });
+    expect(other.prepare('SELECT status FROM tasks WHERE id = ?').pluck().get(task.id)).toBe('queued');
+    other.close();
+  });
+
+  it('close() commits writes still waiting in the queue', async () => {
+    const pending = store.createTasks([spec({ cmd: 'echo late' })]);
+    await store.close();
+    const { tasks } = await pending;
+    store = openSqliteStore(file, { maxOutputBytes: MiB });
+    expect((await store.getTask(tasks[0]!.id))?.cmd).toBe('echo late');
+  });
+
+  it('rejects writes after close', async () => {
+    await store.close();
+    await expect(store.createTasks([spec()])).rejects.toThrow(/closed/);
+    store = openSqliteStore(file, { maxOutputBytes: MiB });
+  });
+
+  it('a failing write rolls back only itself, not the others in its batch', async () => {
+    const bad = spec({ env: { N: 1n as unknown as string } }); // JSON.stringify throws on a bigint
+    const results = await Promise.allSettled([
+      store.createTasks([spec({ cmd: 'one' })]),
+      store.createTasks([spec({ cmd: 'half' }), bad]),
+      store.createTasks([spec({ cmd: 'two' })]),
+    ]);
+    expect(results.map((result) => result.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    const { tasks } = await store.listTasks({ limit: 10 });
+    expect(tasks.map((task) => task.cmd)).toEqual(['two', 'one']);
+    expect((await store.countTasks()).queued).toBe(2);
+  });
+
+  it('accepts 10,000 concurrent submissions', async () => {
+    const results = await Promise.all(Array.from({ length: 10_000 }, (_, i) => store.createTasks([spec({ cmd: `echo ${i}` })])));
+    const ids = new Set(results.map((result) => result.tasks[0]!.id));
+    expect(ids.size).toBe(10_000);
+    expect((await store.countTasks()).queued).toBe(10_000);
+  });
+});
+
+describe('idempotency', () => {
+  it('returns the first request’s tasks for a repeated key', async () => {
+    const first = await store.createTasks([spec({ idempotencyKey: 'k' })], 'k');
+    const second = await store.createTasks([spec({ cmd: 'something else', idempotencyKey: 'k' })], 'k');
+    expect(first.created).toBe(true);
+    expect(second.created).toBe(false);
+    expect(second.tasks).toEqual(first.tasks);
+    const other = await store.createTasks([spec({ idempotencyKey: 'k2' })], 'k2');
+    expect(other.created).toBe(true);
+    expect(other.tasks[0]!.id).not.toBe(first.tasks[0]!.id);
+    expect((await store.countTasks()).queued).toBe(2);
+  });
+
+  it('creates one set of tasks for concurrent requests with the same key (a broadcast)', async () => {
+    const specs = [spec({ node: 'a' }), spec({ node: 'b' })];
+    const results = await Promise.all([
+      store.createTasks(specs, 'same'),
+      store.createTasks(specs, 'same'),
+      store.createTasks(specs, 'same'),
+    ]);
+    expect(results.map((result) => result.created)).toEqual([true, false, false]);
+    expect(results[1]!.tasks).toEqual(results[0]!.tasks);
+    expect(results[2]!.tasks).toEqual(results[0]!.tasks);
+    expect(results[0]!.tasks.map((task) => task.node)).toEqual(['a', 'b']);
+    expect((await store.countTasks()).queued).toBe(2);
+  });
+});
+
+describe('claims', () => {
+  it('hands out the oldest queued tasks first, up to the limit', async () => {
+    const created = [];
+    for (let i = 0; i < 5; i++) created.push(await create({ cmd: `echo ${i}` }));
+    const claimed = await store.claimTasks({ name: 'w1', labels: {}, limit: 2 }, 1234);
+    expect(claimed.map((task) => task.id)).toEqual([created[0]!.id, created[1]!.id]);
+    for (const task of claimed) {
+      expect(task).toMatchObject({ status: 'assigned', attempts: 1, assignedNode: 'w1', assignedAt: 1234 });
+      expect(await store.getTask(task.id)).toEqual(task);
+    }
+    const rest = await store.claimTasks({ name: 'w2', labels: {}, limit: 10 }, 1234);
+    expect(rest.map((task) => task.id)).toEqual(created.slice(2).map((task) => task.id));
+    expect(await store.claimTasks({ name: 'w1', labels: {}, limit: 10 }, 1234)).toEqual([]);
+    expect(await store.claimTasks({ name: 'w1', labels: {}, limit: 0 }, 1234)).toEqual([]);
+  });
+
+  it('respects the target node and required labels', async () => {
+    const forB = await create({ node: 'b' });
+    const gpu = await create({ labels: { gpu: 'yes' } });
+    const any = await create();
+    const byA = await store.claimTasks({ name: 'a', labels: { gpu: 'no' }, limit: 10 }, 0);
+    expect(byA.map((task) => task.id)).toEqual([any.id]);
+    const byC = await store.claimTasks({ name: 'c', labels: { gpu: 'yes', zone: 'x' }, limit: 10 }, 0);
+    expect(byC.map((task) => task.id)).toEqual([gpu.id]);
+    const byB = await store.claimTasks({ name: 'b', labels: {}, limit: 10 }, 0);
+    expect(byB.map((task) => task.id)).toEqual([forB.id]);
+  });
+
+  it('never hands the same task out twice under concurrent claims', async () => {
+    await store.createTasks(Array.from({ length: 100 }, (_, i) => spec({ cmd: `echo ${i}` })));
+    const claims = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => store.claimTasks({ name: `w${i % 4}`, labels: {}, limit: 10 }, 0)),
+    );
+    const ids = claims.flat().map((task) => task.id);
+    expect(ids).toHaveLength(100);
+    expect(new Set(ids).size).toBe(100);
+  });
+
+  it('reaches eligible tasks behind a long ineligible head within a few bounded claims', async () => {
+    const early = await create({ retries: 1 });
+    const head = await store.createTasks(Array.from({ length: 5000 }, () => spec({ node: 'elsewhere' })));
+    const late = await create();
+    expect((await claimOne('a')).id).toBe(early.id);
+
+    // Each claim examines at most CLAIM_SCAN_BUDGET queued tasks; the next one carries on from
+    // where the last stopped, so the eligible task is found on the following claim.
+    expect(CLAIM_SCAN_BUDGET).toBeLessThan(5000);
+    expect(await store.claimTasks({ name: 'a', labels: {}, limit: 1 }, 0)).toEqual([]);
+    expect((await claimOne('a')).id).toBe(late.id);
+
+    // An older task that returns to the queue is found again, though it sits before that point.
+    await store.loseAttempts([{ taskId: early.id, attempt: 1 }], 'gone', 0);
+    expect(await claimOne('a')).toMatchObject({ id: early.id, attempts: 2 });
+
+    // The worker the head is meant for gets it, oldest first; the budget bounds even a big claim.
+    const request = { name: 'elsewhere', labels: {}, limit: 5000 };
+    const first = await store.claimTasks(request, 0);
+    expect(first).toHaveLength(CLAIM_SCAN_BUDGET);
+    const second = await store.claimTasks(request, 0);
+    expect([...first, ...second].map((task) => task.id)).toEqual(head.tasks.map((task) => task.id));
+  });
+});
+
+describe('attempt events', () => {
+  it('moves a task through running to succeeded', async () => {
+    const task = await create();
+    const claimed = await claimOne();
+    const first = await store.applyEvents([started(claimed)]);
+    expect(first).toEqual({ changed: [expect.objectContaining({ id: task.id, status: 'running', startedAt: 1000 })], stale: 0 });
+    const repeat = await store.applyEvents([started(claimed)]);
+    expect(repeat).toEqual({ changed: [], stale: 0 });
+    const done = await store.applyEvents([finished(claimed, 'succeeded')]);
+    expect(done.changed).toEqual([
+      expect.objectContaining({ status: 'succeeded', exitCode: 0, finishedAt: 2000, assignedNode: 'w1' }),
+    ]);
+    expect(await store.applyEvents([finished(claimed, 'failed')])).toEqual({ changed: [], stale: 1 });
+    expect((await store.getTask(task.id))?.status).toBe('succeeded');
+  });
+
+  it('refuses events of an attempt that is no longer current', async () => {
+    await create({ retries: 1 });
+    const attempt1 = await claimOne('w1');
+    await store.applyEvents([started(attempt1)]);
+    const lost = await store.loseAttempts([{ taskId: attempt1.id, attempt: 1 }], 'worker vanished', 5);
+    expect(lost).toEqual([expect.objectContaining({ status: 'queued', error: 'worker vanished' })]);
+    const attempt2 = await claimOne('w2');
+    expect(attempt2.attempts).toBe(2);
+
+    const staleEvents = [
+      started(attempt1),
+      output(attempt1, 'stdout', 0, Buffer.from('old')),
+      finished(attempt1, 'succeeded'),
+    ];
+    expect(await store.applyEvents(staleEvents)).toEqual({ changed: [], stale: 3 });
+    expect(await store.loseAttempts([{ taskId: attempt1.id, attempt: 1 }], 'again', 6)).toEqual([]);
+    const current = (await store.getTask(attempt1.id))!;
+    expect(current).toMatchObject({ status: 'assigned', attempts: 2, assignedNode: 'w2', startedAt: null, error: null });
+    expect(await storedOutput(attempt1.id)).toEqual(Buffer.alloc(0));
+
+    const applied = await store.applyEvents([
+      output(attempt2, 'stdout', 0, Buffer.from('new')),
+      finished(attempt2, 'succeeded'),
+    ]);
+    expect(applied.stale).toBe(0);
+    expect(applied.changed).toEqual([expect.objectContaining({ status: 'succeeded', attempts: 2 })]);
+    expect((await storedOutput(attempt1.id)).toString()).toBe('new');
+    expect(await store.applyEvents([started({ ...attempt2, id: '0000000000000000' })])).toEqual({ changed: [], stale: 1 });
+  });
+});
+
+describe('output', () => {
+  it('stores binary output byte-exact per stream, readable by stream, attempt and page', async () => {
+    await create();
+    const task = await claimOne();
+    const expected: Record<OutputStreamName, Buffer[]> = { stdout: [], stderr: [] };
+    const offsets = { stdout: 0, stderr: 0 };
+    const events: AttemptEvent[] = [];
+    for (let i = 0; i < 40; i++) {
+      const stream: OutputStreamName = i % 3 === 0 ? 'stderr' : 'stdout';
+      const data = Buffer.concat([randomBytes(1 + (i * 977) % 5000), Buffer.from([0xff, 0xfe, 0x80, 0xc3, 0x00])]);
+      events.push(output(task, stream, offsets[stream], data));
+      offsets[stream] += data.length;
+      expected[stream].push(data);
+    }
+    expect(await store.applyEvents(events)).toMatchObject({ stale: 0 });
+    expect(await storedOutput(task.id, 'stdout')).toEqual(Buffer.concat(expected.stdout));
+    expect(await storedOutput(task.id, 'stderr')).toEqual(Buffer.concat(expected.stderr));
+    expect(await storedOutput(task.id, undefined, 2)).toEqual(Buffer.alloc(0));
+
+    const pages: Buffer[] = [];
+    let afterId = 0;
+    for (;;) {
+      const chunks = await store.readOutput(task.id, { stream: 'stdout', afterId, limit: 7 });
+      if (chunks.length === 0) break;
+      expect(chunks.every((chunk) => chunk.stream === 'stdout' && chunk.attempt === 1)).toBe(true);
+      pages.push(...chunks.map((chunk) => chunk.data));
+      afterId = chunks[chunks.length - 1]!.id;
+    }
+    expect(Buffer.concat(pages)).toEqual(Buffer.concat(expected.stdout));
+  });
+
+  it('skips re-sent bytes, keeps the new part of overlapping chunks and accepts gaps', async () => {
+    await create();
+    const task = await claimOne();
+    const data = randomBytes(40);
+    await store.applyEvents([output(task, 'stdout', 0, data.subarray(0, 10))]);
+    const resent = await store.applyEvents([
+      output(task, 'stdout', 0, data.subarray(0, 10)),
+      output(task, 'stdout', 5, data.subarray(5, 10)),
+    ]);
+    expect(resent).toEqual({ changed: [], stale: 0 });
+    await store.applyEvents([
+      output(task, 'stdout', 5, data.subarray(5, 20)),
+      output(task, 'stdout', 30, data.subarray(30, 40)),
+      output(task, 'stdout', 25, data.subarray(25, 35)),
+      output(task, 'stderr', 0, Buffer.from('err')),
+    ]);
+    expect(await storedOutput(task.id, 'stdout')).toEqual(Buffer.concat([data.subarray(0, 20), data.subarray(30, 40)]));
+    expect((await storedOutput(task.id, 'stderr')).toString()).toBe('err');
+  });
+
+  it('caps output per task over both streams and marks the truncation once', async () => {
+    await store.close();
+    store = openSqliteStore(file, { maxOutputBytes: 100 });
+    await create();
+    const task = await claimOne();
+    const out = randomBytes(60);
+    const err = randomBytes(60);
+    const applied = await store.applyEvents([output(task, 'stdout', 0, out), output(task, 'stderr', 0, err)]);
+    expect(applied.changed).toEqual([expect.objectContaining({ outputTruncated: true })]);
+    await store.applyEvents([output(task, 'stderr', 60, randomBytes(10)), output(task, 'stdout', 60, randomBytes(10))]);
+    expect(await storedOutput(task.id, 'stdout')).toEqual(out);
+    expect(await storedOutput(task.id, 'stderr')).toEqual(Buffer.concat([err.subarray(0, 40), TRUNCATION_MARKER(100)]));
+    // Re-sent bytes past the cap stay dropped, and no second marker appears.
+    await store.applyEvents([output(task, 'stdout', 0, out)]);
+    const all = await store.readOutput(task.id, { limit: 100 });
+    expect(all.map((chunk) => chunk.stream)).toEqual(['stdout', 'stderr', 'stderr']);
+  });
+
+  it('starts counting afresh for a new attempt', async () => {
+    await store.close();
+    store = openSqliteStore(file, { maxOutputBytes: 10 });
+    await create({ retries: 1 });
+    const first = await claimOne();
+    await store.applyEvents([output(first, 'stdout', 0, Buffer.from('0123456789abc')), finished(first, 'failed')]);
+    const second = await claimOne();
+    expect(second.outputTruncated).toBe(false);
+    await store.applyEvents([output(second, 'stdout', 0, Buffer.from('retry'))]);
+    expect((await storedOutput(second.id, 'stdout', 2)).toString()).toBe('retry');
+    expect((await storedOutput(second.id, 'stdout', 1)).toString()).toBe(`0123456789${TRUNCATION_MARKER(10).toString()}`);
+  });
+});
+
+describe('retries and lost attempts', () => {
+  it('re-queues a failed attempt while retries remain, then fails', async () => {
+    await create({ retries: 1 });
+    const first = await claimOne('w1');
+    const afterFirst = await store.applyEvents([started(first), finished(first, 'failed', 3)]);
+    expect(afterFirst.changed).toEqual([
+      expect.objectContaining({ status: 'queued', attempts: 1, exitCode: 3, finishedAt: null }),
+    ]);
+    const second = await claimOne('w2');
+    expect(second).toMatchObject({ id: first.id, attempts: 2, exitCode: null, assignedNode: 'w2' });
+    const afterSecond = await store.applyEvents([finished(second, 'failed', 4)]);
+    expect(afterSecond.changed).toEqual([
+      expect.objectContaining({ status: 'failed', attempts: 2, exitCode: 4, finishedAt: 2000 }),
+    ]);
+  });
+
+  it('declares an attempt lost: final without retries, queued again with them', async () => {
+    const once = await create();
+    const twice = await create({ retries: 1 });
+    await store.claimTasks({ name: 'w1', labels: {}, limit: 2 }, 0);
+    const changed = await store.loseAttempts(
+      [
+        { taskId: once.id, attempt: 1 },
+        { taskId: twice.id, attempt: 1 },
+        { taskId: twice.id, attempt: 1 },
+      ],
+      'worker w1 stopped heartbeating',
+      777,
+    );
+    expect(changed).toEqual([
+      expect.objectContaining({ id: once.id, status: 'lost', error: 'worker w1 stopped heartbeating', finishedAt: 777 }),
+      expect.objectContaining({ id: twice.id, status: 'queued', finishedAt: null }),
+    ]);
+    const again = await claimOne('w2');
+    expect(again).toMatchObject({ id: twice.id, attempts: 2, error: null });
+  });
+
+  it('ends a lost attempt as cancelled when a cancel was pending', async () => {
+    await create({ retries: 3 });
+    const task = await claimOne();
+    await store.requestCancel(task.id, 0);
+    const [lost] = await store.loseAttempts([{ taskId: task.id, attempt: 1 }], 'gone', 9);
+    expect(lost).toMatchObject({ status: 'cancelled', finishedAt: 9 });
+  });
+
+  it('gives back undelivered attempts as if never claimed', async () => {
+    const a = await create();
+    const b = await create();
+    const c = await create();
+    await store.claimTasks({ name: 'w1', labels: {}, limit: 3 }, 0);
+    await store.applyEvents([started({ ...b, attempts: 1 })]);
+    await store.requestCancel(c.id, 0);
+    const changed = await store.requeueAttempts([
+      { taskId: a.id, attempt: 1 },
+      { taskId: b.id, attempt: 1 },
+      { taskId: c.id, attempt: 1 },
+    ]);
+    expect(changed).toEqual([
+      expect.objectContaining({ id: a.id, status: 'queued', attempts: 0, assignedAt: null }),
+      expect.objectContaining({ id: c.id, status: 'cancelled' }),
+    ]);
+    expect((await store.getTask(a.id))?.assignedNode).toBeUndefined();
+    expect((await store.getTask(b.id))?.status).toBe('running');
+    expect(await claimOne('w2')).toMatchObject({ id: a.id, attempts: 1 });
+  });
+});
+
+describe('cancellation', () => {
+  it('cancels a queued task at once, asks for an active one and reports an ended one', async () => {
+    const queued = await create();
+    const active = await create({ retries: 5 });
+    const cancelled = await store.requestCancel(queued.id, 50);
+    expect(cancelled).toEqual({ kind: 'cancelled', task: expect.objectContaining({ status: 'cancelled', finishedAt: 50 }) });
+
+    const claimed = await claimOne();
+    expect(claimed.id).toBe(active.id);
+    const requested = await store.requestCancel(active.id, 60);
+    expect(requested).toEqual({
+      kind: 'requested',
+      task: expect.objectContaining({ status: 'assigned', cancelRequested: true, finishedAt: null }),
+    });
+    // A killed attempt that reports failure is not retried once a cancel is pending.
+    const done = await store.applyEvents([finished(claimed, 'failed', 143)]);
+    expect(done.changed).toEqual([expect.objectContaining({ status: 'failed', exitCode: 143 })]);
+
+    expect(await store.requestCancel(active.id, 70)).toEqual({
+      kind: 'ended',
+      task: expect.objectContaining({ status: 'failed' }),
+    });
+    expect(await store.requestCancel('0000000000000000', 70)).toBeUndefined();
+  });
+
+  it('ends an attempt cancelled on request as cancelled', async () => {
+    await create();
+    const task = await claimOne();
+    await store.requestCancel(task.id, 0);
+    const done = await store.applyEvents([finished(task, 'cancelled', null)]);
+    expect(done.changed).toEqual([expect.objectContaining({ status: 'cancelled', cancelRequested: true })]);
+  });
+});
+
+describe('queries', () => {
+  it('lists newest first across pages, filtered by status and node', async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 7; i++) ids.push((await create({ cmd: `echo ${i}` })).id);
+    await store.claimTasks({ name: 'w1', labels: {}, limit: 2 }, 0); // the two oldest
+    const newestFirst = [...ids].reverse();
+
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await store.listTasks({ limit: 3, cursor });
+      expect(page.tasks.length).toBeLessThanOrEqual(3);
+      seen.push(...page.tasks.map((task) => task.id));
+      cursor = page.nextCursor ?? undefined;
+    } while (cursor !== undefined);
+    expect(seen).toEqual(newestFirst);
+
+    const queued = await store.listTasks({ status: 'queued', limit: 4 });
+    expect(queued.tasks.map((task) => task.id)).toEqual(newestFirst.slice(0, 4));
+    const rest = await store.listTasks({ status: 'queued', limit: 4, cursor: queued.nextCursor! });
+    expect(rest).toEqual({ tasks: [expect.objectContaining({ id: ids[2] })], nextCursor: null });
+
+    const onW1 = await store.listTasks({ node: 'w1', limit: 10 });
+    expect(onW1.tasks.map((task) => task.id)).toEqual([ids[1], ids[0]]);
+    const assignedOnW1 = await store.listTasks({ node: 'w1', status: 'assigned', limit: 1 });
+    expect(assignedOnW1.tasks.map((task) => task.id)).toEqual([ids[1]]);
+    expect(assignedOnW1.nextCursor).not.toBeNull();
+    expect((await store.listTasks({ node: 'w2', limit: 10 })).tasks).toEqual([]);
+  });
+
+  it('rejects a malformed cursor or limit', async () => {
+    for (const cursor of ['', 'abc', '-1', '0', '1.5', '99999999999999999999']) {
+      await expect(store.listTasks({ limit: 10, cursor })).rejects.toThrow(ValidationError);
+    }
+    await expect(store.listTasks({ limit: 0 })).rejects.toThrow(ValidationError);
+    await expect(store.readOutput('x', { limit: -1 })).rejects.toThrow(ValidationError);
+  });
+
+  it('counts tasks by status, every status present', async () => {
+    expect(await store.countTasks()).toEqual({
+      queued: 0,
+      assigned: 0,
+      running: 0,
+      succeeded: 0,
+      failed: 0,
+      cancelled: 0,
+      timed_out: 0,
+      lost: 0,
+    });
+    for (let i = 0; i < 4; i++) await create();
+    const task = await claimOne();
+    await store.applyEvents([started(task)]);
+    await claimOne();
+    expect(await store.countTasks()).toMatchObject({ queued: 2, assigned: 1, running: 1, succeeded: 0 });
+  });
+
+  it('lists active tasks, per worker and overall', async () => {
+    for (let i = 0; i < 4; i++) await create();
+    const a = await claimOne('a');
+    const b = await claimOne('b');
+    const done = await claimOne('a');
+    await store.applyEvents([finished(done, 'succeeded')]);
+    expect((await store.activeTasksOn('a')).map((task) => task.id)).toEqual([a.id]);
+    expect((await store.activeTasks()).map((task) => task.id)).toEqual([a.id, b.id]);
+    expect(await store.activeTasksOn('nobody')).toEqual([]);
+  });
+});
+
+describe('nodes', () => {
+  const node = (name: string, overrides: Partial<NodeInfo> = {}): NodeInfo => ({
+    id: name,
+    name,
+    instanceId: `${name}-1`,
+    status: 'online',
+    labels: { zone: 'x' },
+    concurrency: 4,
+    running: 1,
+    loadAverage: 0.5,
+    version: '0.1.0',
+    lastSeenAt: 100,
+    registeredAt: 50,
+    ...overrides,
+  });
+
+  it('upserts, reads, lists by name and changes status', async () => {
+    await store.upsertNode(node('b'));
+    await store.upsertNode(node('a'));
+    expect(await store.getNode('a')).toEqual(node('a'));
+    await store.upsertNode(node('a', { instanceId: 'a-2', labels: {}, running: 3, lastSeenAt: 200 }));
+    await store.setNodeStatus('b', 'offline');
+    expect(await store.listNodes()).toEqual([
+      node('a', { instanceId: 'a-2', labels: {}, running: 3, lastSeenAt: 200 }),
+      node('b', { status: 'offline' }),
+    ]);
+    expect(await store.getNode('c')).toBeUndefined();
+  });
+});
