@@ -2,7 +2,7 @@
 import { Command, Option } from 'commander';
 import { availableParallelism, hostname } from 'node:os';
 import { parseDuration } from '../core/units.js';
-import { isValidName, parseKeyValues } from '../core/validation.js';
+import { isValidName, parseKeyValues } from '../core/names.js';
 import { parseAddressList } from '../transport/address.js';
 import { discoverToken, resolveDataDir } from '../transport/credentials.js';
 import { CliError, UsageError } from './errors.js';
@@ -69,8 +69,9 @@ export function workerCommand(): Command {
         killGraceMs: flags.killGrace,
         log,
       });
-      agent.start();
       log.info({ masters: flags.master, concurrency: flags.concurrency }, 'worker started');
-      await onShutdownSignal(log, () => agent.drain());
+      await Promise.race([agent.start(), onShutdownSignal(log, () => agent.drain())]).catch((error: unknown) => {
+        throw new CliError(error instanceof Error ? error.message : String(error));
+      });
     });
 }

@@ -2,6 +2,9 @@
 // request from costing the master or a worker unbounded memory.
 import { z } from 'zod';
 import type { TaskSpec } from './task.js';
+import { NAME_PATTERN, ValidationError } from './names.js';
+
+export { ValidationError };
 
 export const LIMITS = {
   cmdBytes: 128 * 1024,
@@ -18,8 +21,6 @@ export const LIMITS = {
 const noNul = (value: string): boolean => !value.includes('\0');
 const text = (max: number) => z.string().max(max).refine(noNul, 'must not contain NUL bytes');
 
-/** Worker names and label parts: short, printable, safe in URLs and logs. */
-export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const name = z.string().regex(NAME_PATTERN, 'must be 1-63 letters, digits, ".", "_" or "-"');
 const labelValue = z.string().regex(/^[A-Za-z0-9._-]{0,63}$/, 'must be up to 63 letters, digits, ".", "_" or "-"');
 const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,255}$/, 'must be a valid environment variable name');
@@ -71,10 +72,6 @@ export interface SubmitRequest {
   all: boolean;
 }
 
-export class ValidationError extends Error {
-  override readonly name = 'ValidationError';
-}
-
 /** Checks a POST /tasks body; throws ValidationError with one readable line on bad input. */
 export function parseSubmitRequest(body: unknown): SubmitRequest {
   const result = submitSchema.safeParse(body);
@@ -102,17 +99,3 @@ function describeIssues(error: z.ZodError): string {
   return `${where}${issue.message}${more}`;
 }
 
-/** Parses `k=v` pairs from the command line (labels, env). */
-export function parseKeyValues(pairs: readonly string[], what: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const pair of pairs) {
-    const eq = pair.indexOf('=');
-    if (eq <= 0) throw new ValidationError(`invalid ${what} "${pair}" (expected KEY=VALUE)`);
-    out[pair.slice(0, eq)] = pair.slice(eq + 1);
-  }
-  return out;
-}
-
-export function isValidName(value: string): boolean {
-  return NAME_PATTERN.test(value);
-}

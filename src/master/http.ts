@@ -1,13 +1,13 @@
 // The HTTP API of SPEC §4 on fastify. Requests are validated with schemas; every failure is a
 // JSON `{"error": {code, message}}` with a 4xx status, and only a fault of the master itself is 5xx.
-import { Readable } from 'node:stream';
+import type { ServerResponse } from 'node:http';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { TASK_STATUSES, toTaskView, type Task } from '../core/task.js';
 import { toNodeView } from '../core/node.js';
 import { TASK_ID_PATTERN } from '../core/ids.js';
 import type { Logger } from '../core/log.js';
-import { ValidationError } from '../core/validation.js';
+import { ValidationError } from '../core/names.js';
 import { bearerToken, tokenMatches } from '../transport/credentials.js';
 import { ApiError, taskNotFound } from './errors.js';
 import type { MasterMetrics } from './metrics.js';
@@ -46,6 +46,8 @@ export interface HttpApiOptions {
 
 export function buildHttpApi({ service, metrics, token, log }: HttpApiOptions): FastifyInstance {
   const app = Fastify({ bodyLimit: BODY_LIMIT_BYTES, logger: false, return503OnClosing: true });
+  // JSON only: a text/plain body is a client mistake (415), not a string to validate.
+  app.removeContentTypeParser('text/plain');
 
   app.addHook('onRequest', async (request) => {
     if (request.url === '/healthz') return;
@@ -98,10 +100,11 @@ export function buildHttpApi({ service, metrics, token, log }: HttpApiOptions): 
     const task: Task = await service.get(taskId(request.params));
     const query = parse(logsQuery, request.query, 'query');
     const follow = query.follow === '1' || query.follow === 'true';
-    void reply.header('content-type', 'text/plain').header('cache-control', 'no-store');
-    // A Readable over the generator pulls only as fast as the client reads: a stalled follower
-    // holds one chunk, not the task's whole output.
-    return reply.send(Readable.from(service.output(task, { stream: query.stream, follow }), { objectMode: false }));
+    // Written by hand so headers go out at once (a follower of a quiet task sees the response
+    // start) and each chunk waits for the client to drain the last one.
+    reply.hijack();
+    reply.raw.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'no-store' });
+    await streamTo(reply.raw, service.output(task, { stream: query.stream, follow }), log);
   });
 
   app.post('/tasks/:id/cancel', async (request, reply) => {
@@ -117,6 +120,32 @@ export function buildHttpApi({ service, metrics, token, log }: HttpApiOptions): 
   });
 
   return app;
+}
+
+/** Copies chunks to the response with backpressure; stops when the client goes away. */
+async function streamTo(response: ServerResponse, chunks: AsyncGenerator<Buffer>, log: Logger): Promise<void> {
+  let gone = false;
+  let wakeOnClose: (() => void) | undefined;
+  response.once('close', () => {
+    gone = true;
+    wakeOnClose?.();
+  });
+  try {
+    for await (const chunk of chunks) {
+      if (gone) break;
+      if (!response.write(chunk)) {
+        await new Promise<void>((resolve) => {
+          wakeOnClose = resolve;
+          response.once('drain', resolve);
+        });
+      }
+      if (gone) break;
+    }
+    response.end();
+  } catch (error) {
+    log.error({ err: error }, 'streaming task output failed');
+    response.destroy();
+  }
 }
 
 function errorBody(code: string, message: string): { error: { code: string; message: string } } {

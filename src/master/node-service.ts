@@ -15,7 +15,7 @@ import type {
 import { OutputStream, TaskOutcome } from '../../generated/node.js';
 import type { Logger } from '../core/log.js';
 import type { NodeInfo } from '../core/node.js';
-import { isValidName } from '../core/validation.js';
+import { isValidName } from '../core/names.js';
 import type { AttemptEvent, Store } from '../store/store.js';
 import { isAuthorized, UNAUTHENTICATED } from '../transport/grpc.js';
 import type { Dispatcher } from './dispatcher.js';

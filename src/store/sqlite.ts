@@ -15,7 +15,7 @@ import {
   type TaskSpec,
   type TaskStatus,
 } from '../core/task.js';
-import { ValidationError } from '../core/validation.js';
+import { ValidationError } from '../core/names.js';
 import {
   TRUNCATION_MARKER,
   type AppliedEvents,

@@ -18,7 +18,7 @@ export function tokenFilePath(dataDir: string): string {
 
 /** The master's token: given, else the one in the data dir, else a new random 256-bit one saved there. */
 export function loadOrCreateToken(dataDir: string, given?: string): { token: string; file?: string } {
-  const explicit = given ?? process.env.DCLI_TOKEN;
+  const explicit = given || process.env.DCLI_TOKEN;
   if (explicit) return { token: explicit };
   const file = tokenFilePath(dataDir);
   const existing = readTokenFile(file);
@@ -39,7 +39,8 @@ export function loadOrCreateToken(dataDir: string, given?: string): { token: str
 
 /** A client's or worker's token: given, else DCLI_TOKEN, else the token file in the data dir. */
 export function discoverToken(dataDir: string, given?: string): string | undefined {
-  return given ?? process.env.DCLI_TOKEN ?? readTokenFile(tokenFilePath(dataDir));
+  // An empty flag or variable means "not set", not an empty token.
+  return given || process.env.DCLI_TOKEN || readTokenFile(tokenFilePath(dataDir));
 }
 
 function readTokenFile(file: string): string | undefined {

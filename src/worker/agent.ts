@@ -62,6 +62,7 @@ export class WorkerAgent {
   private readonly credentials: grpc.ChannelCredentials;
   private draining = false;
   private stopped = false;
+  private everConnected = false;
   private closeConnection: (() => void) | undefined;
   private sendHeartbeatNow: (() => void) | undefined;
   private loop: Promise<void> | undefined;
@@ -84,8 +85,13 @@ export class WorkerAgent {
     });
   }
 
-  start(): void {
+  /**
+   * Connects and keeps connecting until stopped. Rejects only when the master refuses this
+   * worker's credentials before it ever got in: retrying cannot fix a wrong token.
+   */
+  start(): Promise<void> {
     this.loop ??= this.connectLoop();
+    return this.loop;
   }
 
   get running(): number {
@@ -134,9 +140,12 @@ export class WorkerAgent {
     let index = 0;
     while (!this.stopped) {
       const address = this.options.masters[index % this.options.masters.length]!;
-      const healthy = await this.session(address);
+      const outcome = await this.session(address);
       if (this.stopped) break;
-      if (healthy) backoff.reset();
+      if (outcome === 'rejected' && !this.everConnected) {
+        throw new Error(`the master at ${formatHostPort(address)} rejected this worker's token`);
+      }
+      if (outcome === 'established') backoff.reset();
       else index++;
       const delay = backoff.next();
       this.options.log.info({ master: formatHostPort(address), retryInMs: delay }, 'disconnected from master; reconnecting');
@@ -150,13 +159,14 @@ export class WorkerAgent {
     }
   }
 
-  /** One connection to one master; resolves when it ends. True when it was established. */
-  private session(address: HostPort): Promise<boolean> {
+  /** One connection to one master; resolves when it ends, saying how far it got. */
+  private session(address: HostPort): Promise<'established' | 'failed' | 'rejected'> {
     const target = formatHostPort(address);
     const client = new NodeServiceClient(target, this.credentials, CHANNEL_OPTIONS);
     const log = this.options.log.child({ master: target });
-    return new Promise<boolean>((resolve) => {
+    return new Promise((resolve) => {
       let established = false;
+      let rejected = false;
       let ended = false;
       let heartbeatTimer: NodeJS.Timeout | undefined;
       let assignCall: grpc.ClientReadableStream<AssignTaskResponse> | undefined;
@@ -172,8 +182,9 @@ export class WorkerAgent {
         eventsCall?.cancel();
         client.close();
         if (established) log.warn({ reason }, 'connection to master ended');
-        else log.debug({ reason }, 'could not connect to master');
-        resolve(established);
+        else if (rejected) log.error({ reason }, 'master rejected the token');
+        else log.info({ reason }, 'could not connect to master');
+        resolve(established ? 'established' : rejected ? 'rejected' : 'failed');
       };
       this.closeConnection = () => end('worker stopping');
 
@@ -215,10 +226,14 @@ export class WorkerAgent {
           this.outbox.connect((batch) => events.write(batch));
 
           established = true;
+          this.everConnected = true;
           log.info({ name: this.options.name }, 'connected to master');
           scheduleHeartbeats(intervalMs);
         },
-        (error: unknown) => end(describeError(error)),
+        (error: unknown) => {
+          rejected = (error as Partial<grpc.ServiceError>).code === grpc.status.UNAUTHENTICATED;
+          end(describeError(error));
+        },
       );
     });
   }
@@ -278,8 +293,8 @@ export class WorkerAgent {
             this.outbox.push({ taskId, attempt, kind: { $case: 'started', started: { startedAtMs: startedAt, pid } } });
           },
           onOutput: (stream, offset, data) => {
-            // Past the cap the master would drop it anyway; one chunk over tells it to mark the cut.
-            if (task.sentBytes >= assignment.maxOutputBytes) return;
+            // Past the cap the master would drop it anyway; the first chunk over tells it to mark the cut.
+            if (task.sentBytes > assignment.maxOutputBytes) return;
             task.sentBytes += data.length;
             this.outbox.push({
               taskId,
