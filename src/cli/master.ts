@@ -14,6 +14,7 @@ interface MasterFlags {
   token?: string;
   store?: string;
   heartbeatTimeout: number;
+  heartbeatInterval?: number;
   maxOutput: number;
   tlsCert?: string;
   tlsKey?: string;
@@ -30,6 +31,7 @@ export function masterCommand(): Command {
     .option('--token <token>', 'shared secret (default: $DCLI_TOKEN, else generated into <data-dir>/token)')
     .option('--store <url>', 'store URL (default: SQLite file in the data dir)')
     .addOption(new Option('--heartbeat-timeout <duration>', 'declare a silent worker offline after this').default(10_000, '10s').argParser(parseWith(parseDuration)))
+    .addOption(new Option('--heartbeat-interval <duration>', 'how often workers report (default: a quarter of the timeout, at most 2s)').argParser(parseWith(parseDuration)))
     .addOption(new Option('--max-output <size>', 'per-task output cap').default(64 * 1024 * 1024, '64MiB').argParser(parseWith(parseSize)))
     .option('--tls-cert <file>', 'TLS certificate for the gRPC port')
     .option('--tls-key <file>', 'TLS private key for the gRPC port')
@@ -41,6 +43,9 @@ export function masterCommand(): Command {
       if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
       if (flags.tlsCa !== undefined && flags.tlsCert === undefined) throw new UsageError('--tls-ca needs --tls-cert and --tls-key');
       if (flags.heartbeatTimeout < 500) throw new UsageError('--heartbeat-timeout must be at least 500ms');
+      if (flags.heartbeatInterval !== undefined && (flags.heartbeatInterval < 100 || flags.heartbeatInterval * 2 > flags.heartbeatTimeout)) {
+        throw new UsageError('--heartbeat-interval must be at least 100ms and at most half the heartbeat timeout');
+      }
       const log = createLogger('master');
       const master = await startMaster({
         host: flags.host,
@@ -50,6 +55,7 @@ export function masterCommand(): Command {
         ...(flags.token !== undefined ? { token: flags.token } : {}),
         ...(flags.store !== undefined ? { storeUrl: flags.store } : {}),
         heartbeatTimeoutMs: flags.heartbeatTimeout,
+        ...(flags.heartbeatInterval !== undefined ? { heartbeatIntervalMs: flags.heartbeatInterval } : {}),
         maxOutputBytes: flags.maxOutput,
         ...(flags.tlsCert !== undefined && flags.tlsKey !== undefined
           ? { tls: { certFile: flags.tlsCert, keyFile: flags.tlsKey, ...(flags.tlsCa !== undefined ? { caFile: flags.tlsCa } : {}) } }

@@ -66,6 +66,8 @@ export interface Task extends TaskSpec {
   assignedAt: number | null;
   startedAt: number | null;
   finishedAt: number | null;
+  /** A retried task is not run before this time. */
+  retryAt: number | null;
 }
 
 /** The JSON shape of a task in the HTTP API (SPEC §4). */
@@ -92,6 +94,7 @@ export interface TaskView {
   assignedAt: string | null;
   startedAt: string | null;
   finishedAt: string | null;
+  retryAt: string | null;
 }
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
@@ -119,6 +122,7 @@ export function toTaskView(task: Task): TaskView {
     assignedAt: iso(task.assignedAt),
     startedAt: iso(task.startedAt),
     finishedAt: iso(task.finishedAt),
+    retryAt: task.status === 'queued' ? iso(task.retryAt) : null,
   };
 }
 
@@ -135,6 +139,11 @@ export function statusAfterAttempt(
   if (retryable && !task.cancelRequested && task.attempts <= task.retries) return 'queued';
   if (task.cancelRequested && outcome === 'lost') return 'cancelled';
   return outcome;
+}
+
+/** How long a retried attempt waits before it may run again: 1 s, doubling, at most 1 min. */
+export function retryDelayMs(attemptsSoFar: number): number {
+  return Math.min(60_000, 1000 * 2 ** Math.max(0, attemptsSoFar - 1));
 }
 
 /** Whether a worker with this name and these labels may run the task. */

@@ -26,6 +26,8 @@ export interface MasterOptions {
   token?: string;
   storeUrl?: string;
   heartbeatTimeoutMs: number;
+  /** Default: a quarter of the timeout, at most 2 s, so three missed beats still fit in it. */
+  heartbeatIntervalMs?: number;
   maxOutputBytes: number;
   tls?: ServerTlsFiles;
   log: Logger;
@@ -44,7 +46,7 @@ export async function startMaster(options: MasterOptions): Promise<MasterHandle>
   const { token, file: tokenFile } = loadOrCreateToken(options.dataDir, options.token);
   const store: Store = openStore(options.storeUrl, options.dataDir, { maxOutputBytes: options.maxOutputBytes });
   const heartbeatTimeoutMs = options.heartbeatTimeoutMs;
-  const heartbeatIntervalMs = Math.max(100, Math.min(2000, Math.floor(heartbeatTimeoutMs / 4)));
+  const heartbeatIntervalMs = options.heartbeatIntervalMs ?? Math.max(100, Math.min(2000, Math.floor(heartbeatTimeoutMs / 4)));
 
   const registry = new NodeRegistry();
   const watch = new TaskWatch();

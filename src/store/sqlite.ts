@@ -10,6 +10,7 @@ import {
   ACTIVE_STATUSES,
   TASK_STATUSES,
   isEligible,
+  retryDelayMs,
   statusAfterAttempt,
   type Task,
   type TaskSpec,
@@ -61,7 +62,8 @@ const MIGRATIONS: readonly string[] = [
     created_at INTEGER NOT NULL,
     assigned_at INTEGER,
     started_at INTEGER,
-    finished_at INTEGER
+    finished_at INTEGER,
+    not_before INTEGER NOT NULL DEFAULT 0 -- a retried task waits until then (ms), for backoff
   );
   -- Claims (status = 'queued' by seq) and listing by status. Index entries end with
   -- the rowid (seq), so (assigned_node, status) also lists a node's tasks of one status in order.
@@ -147,9 +149,10 @@ interface TaskRow {
   assigned_at: number | null;
   started_at: number | null;
   finished_at: number | null;
+  not_before: number;
 }
 
-type QueuedRow = Pick<TaskRow, 'seq' | 'target_node' | 'labels_json'>;
+type QueuedRow = Pick<TaskRow, 'seq' | 'target_node' | 'labels_json' | 'not_before'>;
 
 interface OutputRow {
   id: number;
@@ -197,6 +200,7 @@ const TASK_UPDATE_COLUMNS = [
   'assigned_at',
   'started_at',
   'finished_at',
+  'not_before',
 ] as const;
 
 const TASK_INSERT_COLUMNS = [
@@ -244,12 +248,12 @@ function prepareStatements(db: Database.Database) {
     getIdempotency: db.prepare('SELECT task_ids_json FROM idempotency WHERE key = ?').pluck(),
     insertIdempotency: db.prepare('INSERT INTO idempotency (key, task_ids_json) VALUES (?, ?)'),
     queuedPage: db.prepare(
-      `SELECT seq, target_node, labels_json FROM tasks WHERE status = 'queued' AND seq > ? ORDER BY seq LIMIT ?`,
+      `SELECT seq, target_node, labels_json, not_before FROM tasks WHERE status = 'queued' AND seq > ? ORDER BY seq LIMIT ?`,
     ),
     claim: db.prepare(
       `UPDATE tasks SET status = 'assigned', attempts = attempts + 1, assigned_node = @name, assigned_at = @now,
          exit_code = NULL, signal = NULL, error = NULL, started_at = NULL, finished_at = NULL,
-         output_truncated = 0, output_bytes = 0, stdout_received = 0, stderr_received = 0
+         output_truncated = 0, output_bytes = 0, stdout_received = 0, stderr_received = 0, not_before = 0
        WHERE seq = @seq AND status = 'queued' RETURNING *`,
     ),
     insertOutput: db.prepare('INSERT INTO output (task_id, attempt, stream, data) VALUES (?, ?, ?, ?)'),
@@ -397,7 +401,7 @@ export class SqliteStore implements Store {
         row.exit_code = null;
         row.signal = null;
         row.error = reason;
-        if (status === 'queued') this.requeue(row);
+        if (status === 'queued') this.requeue(row, true);
         else this.end(row, status, now);
       }),
     );
@@ -414,7 +418,7 @@ export class SqliteStore implements Store {
         row.attempts -= 1;
         row.assigned_node = null;
         row.assigned_at = null;
-        this.requeue(row);
+        this.requeue(row, false);
       }),
     );
   }
@@ -563,6 +567,7 @@ export class SqliteStore implements Store {
       assigned_at: null,
       started_at: null,
       finished_at: null,
+      not_before: 0,
     };
     // Ids are random: on the rare clash with an existing id, draw another.
     for (let tries = 1; ; tries++) {
@@ -584,16 +589,22 @@ export class SqliteStore implements Store {
     let budget = CLAIM_SCAN_BUDGET;
     let pageSize = Math.max(16, request.limit * 2);
     const chosen: number[] = [];
+    // The cursor may only skip rows that are ineligible for good, not ones waiting out a retry delay.
+    let cursorFrozen = false;
     scan: while (budget > 0) {
       const wanted = Math.min(pageSize, budget);
       const page = this.sql.queuedPage.all(after, wanted) as QueuedRow[];
       budget -= page.length;
       for (const row of page) {
         after = row.seq;
-        if (isRowEligible(row, request)) {
+        const waiting = row.not_before > now;
+        if (!waiting && isRowEligible(row, request)) {
           chosen.push(row.seq);
+          cursorFrozen = true;
           if (chosen.length === request.limit) break scan;
-        } else if (chosen.length === 0) {
+        } else if (waiting) {
+          cursorFrozen = true;
+        } else if (!cursorFrozen) {
           ineligibleThrough = row.seq;
         }
       }
@@ -637,7 +648,7 @@ export class SqliteStore implements Store {
         row.exit_code = event.exitCode;
         row.signal = event.signal;
         row.error = event.error;
-        if (status === 'queued') this.requeue(row);
+        if (status === 'queued') this.requeue(row, true);
         else this.end(row, status, event.finishedAt);
         return true;
       }
@@ -683,9 +694,11 @@ export class SqliteStore implements Store {
     return [...changed.values()];
   }
 
-  private requeue(row: TaskRow): void {
+  /** Back to the queue; a retry (`delayed`) waits out its backoff first. */
+  private requeue(row: TaskRow, delayed: boolean): void {
     row.status = 'queued';
     row.finished_at = null;
+    row.not_before = delayed ? Date.now() + retryDelayMs(row.attempts) : 0;
     for (const [key, cursor] of this.claimCursors) {
       if (cursor >= row.seq) this.claimCursors.set(key, row.seq - 1);
     }
@@ -767,6 +780,7 @@ function rowToTask(row: TaskRow): Task {
     assignedAt: row.assigned_at,
     startedAt: row.started_at,
     finishedAt: row.finished_at,
+    retryAt: row.not_before === 0 ? null : row.not_before,
   };
   if (row.cmd !== null) task.cmd = row.cmd;
   if (row.argv_json !== null) task.argv = JSON.parse(row.argv_json) as string[];

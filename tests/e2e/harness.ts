@@ -717,7 +717,6 @@ export async function waitOnline(master: Master, worker: Worker, timeoutMs = SLO
 // Small assertions shared by the suites
 
 declare global {
-  // eslint-disable-next-line @typescript-eslint/no-namespace
   namespace jest {
     interface Matchers<R> {
       /** The CLI exited with this code; on failure prints its stdout and stderr. */

@@ -30,6 +30,7 @@ function task(overrides: Partial<TaskView> = {}): TaskView {
     cmd: 'echo hi',
     env: {},
     cwd: null,
+    retryAt: null,
     timeoutMs: 0,
     retries: 0,
     labels: {},

@@ -37,8 +37,9 @@ async function create(overrides: Partial<TaskSpec> = {}): Promise<Task> {
   return tasks[0]!;
 }
 
+/** Claims at a time past any retry backoff (at most a minute), so retried tasks are due. */
 async function claimOne(name = 'w1', labels: Record<string, string> = {}): Promise<Task> {
-  const [task] = await store.claimTasks({ name, labels, limit: 1 }, Date.now());
+  const [task] = await store.claimTasks({ name, labels, limit: 1 }, Date.now() + 61_000);
   if (!task) throw new Error('nothing claimed');
   return task;
 }
@@ -267,6 +268,21 @@ describe('claims', () => {
     expect(first).toHaveLength(CLAIM_SCAN_BUDGET);
     const second = await store.claimTasks(request, 0);
     expect([...first, ...second].map((task) => task.id)).toEqual(head.tasks.map((task) => task.id));
+  });
+});
+
+describe('retry backoff', () => {
+  it('keeps a retried task queued until its retry time, without hiding it from later claims', async () => {
+    const task = await create({ retries: 2 });
+    const first = await claimOne();
+    const before = Date.now();
+    const { changed } = await store.applyEvents([finished(first, 'failed')]);
+    expect(changed[0]).toMatchObject({ status: 'queued', attempts: 1 });
+    const retryAt = changed[0]!.retryAt!;
+    expect(retryAt).toBeGreaterThanOrEqual(before + 1000);
+    expect(await store.claimTasks({ name: 'w1', labels: {}, limit: 1 }, retryAt - 1)).toEqual([]);
+    const [second] = await store.claimTasks({ name: 'w1', labels: {}, limit: 1 }, retryAt);
+    expect(second).toMatchObject({ id: task.id, attempts: 2, retryAt: null });
   });
 });
 
