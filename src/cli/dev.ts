@@ -67,6 +67,6 @@ export function devCommand(): Command {
       await onShutdownSignal(log, async () => {
         await Promise.all(agents.map((agent) => agent.drain()));
         await master.close();
-      });
+      }, () => agents.forEach((agent) => agent.killAllNow()));
     });
 }

@@ -27,12 +27,13 @@ export function collect(value: string, previous: string[] = []): string[] {
  * Waits for SIGTERM or SIGINT, then runs the graceful stop and exits 0; a second signal exits at
  * once (130) for an operator who does not want to wait.
  */
-export function onShutdownSignal(log: Logger, stop: () => Promise<void>): Promise<never> {
+export function onShutdownSignal(log: Logger, stop: () => Promise<void>, forceStop: () => void = () => {}): Promise<never> {
   return new Promise(() => {
     let stopping = false;
     const handler = (signal: NodeJS.Signals): void => {
       if (stopping) {
         log.warn({ signal }, 'second signal: exiting now');
+        forceStop();
         process.exit(130);
       }
       stopping = true;

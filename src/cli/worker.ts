@@ -70,7 +70,7 @@ export function workerCommand(): Command {
         log,
       });
       log.info({ masters: flags.master, concurrency: flags.concurrency }, 'worker started');
-      await Promise.race([agent.start(), onShutdownSignal(log, () => agent.drain())]).catch((error: unknown) => {
+      await Promise.race([agent.start(), onShutdownSignal(log, () => agent.drain(), () => agent.killAllNow())]).catch((error: unknown) => {
         throw new CliError(error instanceof Error ? error.message : String(error));
       });
     });

@@ -109,7 +109,11 @@ export class WorkerAgent {
     if (!finished) {
       this.options.log.warn({ running: this.active.size }, 'drain timeout: cancelling running tasks');
       for (const assignment of this.waiting.splice(0)) this.reportNeverStarted(assignment, 'worker shut down before the task started');
-      for (const task of this.active.values()) task.run.cancel('worker drain timeout');
+      for (const task of this.active.values()) {
+        task.run.cancel('worker drain timeout');
+        // A cancelled process must drain its pipes to finish, even while reports are backed up.
+        task.run.resume();
+      }
       await this.whenIdle(this.options.killGraceMs + 5000);
     }
     const delivered = await this.outbox.whenEmpty(10_000);
@@ -117,11 +121,26 @@ export class WorkerAgent {
     await this.stop();
   }
 
-  /** Stops at once: disconnects without waiting for tasks (they are killed with the process). */
+  /** Disconnects without waiting for tasks. */
   async stop(): Promise<void> {
     this.stopped = true;
     this.closeConnection?.();
     await this.loop;
+  }
+
+  /**
+   * Last resort on a forced exit: SIGKILL every task's process group, which would otherwise
+   * outlive the worker (tasks run in sessions of their own).
+   */
+  killAllNow(): void {
+    for (const task of this.active.values()) {
+      if (task.run.pid === undefined) continue;
+      try {
+        process.kill(-task.run.pid, 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    }
   }
 
   private whenIdle(timeoutMs: number): Promise<boolean> {
