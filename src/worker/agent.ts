@@ -3,7 +3,8 @@
 // start, output and outcome through the outbox. Running tasks survive a lost master.
 import * as grpc from '@grpc/grpc-js';
 import { randomUUID } from 'node:crypto';
-import { loadavg } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import {
   NodeServiceClient,
   OutputStream,
@@ -21,6 +22,7 @@ import { Backoff } from '../transport/backoff.js';
 import { formatHostPort, type HostPort } from '../transport/address.js';
 import { CHANNEL_OPTIONS, channelCredentials, tokenMetadata, type ClientTlsFiles } from '../transport/grpc.js';
 import { eventKey, Outbox } from './outbox.js';
+import { Spool } from './spool.js';
 import { startTask, type RunningTask, type RunResult } from './runner.js';
 
 export interface WorkerOptions {
@@ -58,6 +60,7 @@ export class WorkerAgent {
   /** Assignments accepted while every slot was busy (the master normally prevents this). */
   private readonly waiting: TaskAssignment[] = [];
   private readonly outbox: Outbox;
+  private readonly spool: Spool;
   private readonly metadata: grpc.Metadata;
   private readonly credentials: grpc.ChannelCredentials;
   private draining = false;
@@ -71,11 +74,14 @@ export class WorkerAgent {
   constructor(private readonly options: WorkerOptions) {
     this.metadata = tokenMetadata(options.token);
     this.credentials = channelCredentials(options.tls);
+    this.spool = new Spool(join(tmpdir(), `dcli-worker-${options.name}-${this.instanceId}.spool`));
     this.outbox = new Outbox({
       workerName: options.name,
       maxBatchBytes: 1024 * 1024,
-      highWaterBytes: 16 * 1024 * 1024,
-      lowWaterBytes: 4 * 1024 * 1024,
+      memoryLimitBytes: 16 * 1024 * 1024,
+      refillBelowBytes: 8 * 1024 * 1024,
+      spool: this.spool,
+      spoolLimitBytes: 1024 * 1024 * 1024,
       onPressure: (pressed) => {
         for (const task of this.active.values()) {
           if (pressed) task.run.pause();
@@ -126,6 +132,7 @@ export class WorkerAgent {
     this.stopped = true;
     this.closeConnection?.();
     await this.loop;
+    this.spool.close();
   }
 
   /**

@@ -1,17 +1,22 @@
 // The worker's queue of task events on their way to the master. Events are batched (one gRPC
 // message carries many), kept until the master acknowledges them, and re-sent in order after a
-// reconnection, so a master restart loses neither results nor output. Its size drives
-// backpressure: past the high-water mark the runner stops reading task output.
+// reconnection, so a master restart loses neither results nor output. Memory stays bounded: past
+// a limit, new events queue in a spool file (in order, behind those in memory) until the master
+// catches up; only if the spool itself grows past its limit does the runner stop reading output.
 import type { ReportTaskEventsRequest, TaskEvent } from '../../generated/node.js';
+import type { Spool } from './spool.js';
 
 export interface OutboxOptions {
   workerName: string;
   /** Largest batch to build, in bytes of payload. */
   maxBatchBytes: number;
-  /** Above this many unacknowledged bytes, ask for backpressure… */
-  highWaterBytes: number;
-  /** …and release it again below this many. */
-  lowWaterBytes: number;
+  /** Above this many bytes in memory (pending and unacknowledged), new events go to the spool… */
+  memoryLimitBytes: number;
+  /** …and are read back once memory is below this many. */
+  refillBelowBytes: number;
+  spool: Spool;
+  /** Above this many spooled bytes, ask for backpressure; release it below half of it. */
+  spoolLimitBytes: number;
   onPressure(pressed: boolean): void;
 }
 
@@ -24,8 +29,11 @@ interface Batch {
 
 export const eventKey = (event: { taskId: string; attempt: number }): string => `${event.taskId}#${event.attempt}`;
 
+/** Rough framing cost of one event, so that many tiny events also count. */
+const EVENT_OVERHEAD_BYTES = 64;
+
 function eventBytes(event: TaskEvent): number {
-  return event.kind?.$case === 'output' ? event.kind.output.data.length + 64 : 64;
+  return (event.kind?.$case === 'output' ? event.kind.output.data.length : 0) + EVENT_OVERHEAD_BYTES;
 }
 
 export class Outbox {
@@ -44,11 +52,37 @@ export class Outbox {
   constructor(private readonly options: OutboxOptions) {}
 
   push(event: TaskEvent): void {
-    const last = this.pending[this.pending.length - 1];
-    if (!(last && mergeOutput(last, event))) this.pending.push(event);
     if (event.kind?.$case === 'finished') this.unfinished.add(eventKey(event));
-    this.pendingBytes += eventBytes(event);
+    const { spool } = this.options;
+    // Once anything is spooled, everything after it is too: events must reach the master in order.
+    if (!spool.isEmpty || this.memoryBytes > this.options.memoryLimitBytes) {
+      spool.append(event);
+    } else {
+      this.enqueue(event);
+      this.scheduleFlush();
+    }
     this.updatePressure();
+  }
+
+  /** Bytes of events held in memory. */
+  get memoryBytes(): number {
+    return this.pendingBytes + this.unackedBytes;
+  }
+
+  private enqueue(event: TaskEvent): void {
+    const last = this.pending[this.pending.length - 1];
+    if (last && mergeOutput(last, event)) {
+      this.pendingBytes += eventBytes(event) - EVENT_OVERHEAD_BYTES;
+    } else {
+      this.pending.push(event);
+      this.pendingBytes += eventBytes(event);
+    }
+  }
+
+  /** Moves spooled events back into memory while there is room. */
+  private refill(): void {
+    const { spool } = this.options;
+    while (!spool.isEmpty && this.memoryBytes < this.options.refillBelowBytes) this.enqueue(spool.shift()!);
     this.scheduleFlush();
   }
 
@@ -56,7 +90,7 @@ export class Outbox {
   connect(send: (request: ReportTaskEventsRequest) => void): void {
     this.send = send;
     for (const batch of this.unacked.values()) send(batch.request);
-    this.scheduleFlush();
+    this.refill();
   }
 
   disconnect(): void {
@@ -71,12 +105,13 @@ export class Outbox {
       this.unackedBytes -= batch.bytes;
       for (const key of batch.finishes) this.unfinished.delete(key);
     }
+    this.refill();
     this.updatePressure();
     if (this.isEmpty()) for (const wake of this.idleWaiters.splice(0)) wake();
   }
 
   isEmpty(): boolean {
-    return this.pending.length === 0 && this.unacked.size === 0;
+    return this.pending.length === 0 && this.unacked.size === 0 && this.options.spool.isEmpty;
   }
 
   /** Resolves once everything pushed so far is acknowledged, or after the timeout. */
@@ -120,11 +155,11 @@ export class Outbox {
   }
 
   private updatePressure(): void {
-    const total = this.pendingBytes + this.unackedBytes;
-    if (!this.pressed && total > this.options.highWaterBytes) {
+    const spooled = this.options.spool.bytes;
+    if (!this.pressed && spooled > this.options.spoolLimitBytes) {
       this.pressed = true;
       this.options.onPressure(true);
-    } else if (this.pressed && total < this.options.lowWaterBytes) {
+    } else if (this.pressed && spooled < this.options.spoolLimitBytes / 2) {
       this.pressed = false;
       this.options.onPressure(false);
     }

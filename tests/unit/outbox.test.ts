@@ -1,4 +1,8 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Outbox } from '../../src/worker/outbox.js';
+import { Spool } from '../../src/worker/spool.js';
 import { OutputStream, type ReportTaskEventsRequest, type TaskEvent } from '../../generated/node.js';
 
 const output = (offset: number, text: string): TaskEvent => ({
@@ -13,9 +17,33 @@ const finished = (taskId: string): TaskEvent => ({
 });
 const nextTick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
-function makeOutbox(onPressure: (pressed: boolean) => void = () => {}): Outbox {
-  return new Outbox({ workerName: 'w', maxBatchBytes: 1024, highWaterBytes: 4096, lowWaterBytes: 1024, onPressure });
+let dir: string;
+let spools: Spool[] = [];
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'dcli-outbox-'));
+});
+afterEach(() => {
+  for (const spool of spools) spool.close();
+  spools = [];
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function makeOutbox(onPressure: (pressed: boolean) => void = () => {}, spoolLimitBytes = 1 << 30): Outbox {
+  const spool = new Spool(join(dir, `spool-${spools.length}`));
+  spools.push(spool);
+  return new Outbox({
+    workerName: 'w',
+    maxBatchBytes: 1024,
+    memoryLimitBytes: 4096,
+    refillBelowBytes: 2048,
+    spool,
+    spoolLimitBytes,
+    onPressure,
+  });
 }
+
+const outputText = (events: TaskEvent[]): string =>
+  events.map((event) => (event.kind?.$case === 'output' ? event.kind.output.data.toString() : '|')).join('');
 
 describe('Outbox', () => {
   it('batches events, merges contiguous small output and keeps them until acknowledged', async () => {
@@ -57,15 +85,36 @@ describe('Outbox', () => {
     expect(outbox.isEmpty()).toBe(true);
   });
 
-  it('asks for backpressure above the high-water mark and releases it below the low one', async () => {
+  it('spools to disk past its memory limit, keeps memory bounded and delivers everything in order', async () => {
+    const outbox = makeOutbox();
+    const chunks = Array.from({ length: 200 }, (_, i) => `${String(i).padStart(4, '0')}${'x'.repeat(996)}`);
+    // Disconnected: nothing can be sent, so all of it waits.
+    chunks.forEach((chunk, i) => outbox.push(output(i * 1000, chunk)));
+    outbox.push(finished('t1'));
+    expect(outbox.memoryBytes).toBeLessThan(4096 + 2000);
+    expect(outbox.unfinished.has('t1#1')).toBe(true);
+
+    const delivered: TaskEvent[] = [];
+    outbox.connect((batch) => {
+      delivered.push(...batch.events);
+      // The master acknowledges each batch as soon as it arrives.
+      setImmediate(() => outbox.acknowledge(batch.batchId));
+    });
+    await outbox.whenEmpty(10_000);
+    expect(outputText(delivered)).toBe(`${chunks.join('')}|`);
+    expect(outbox.memoryBytes).toBe(0);
+    expect(outbox.unfinished.size).toBe(0);
+  });
+
+  it('asks for backpressure only when the spool passes its limit', async () => {
     const changes: boolean[] = [];
-    const outbox = makeOutbox((pressed) => changes.push(pressed));
-    const sent: ReportTaskEventsRequest[] = [];
-    outbox.connect((batch) => sent.push(batch));
+    const outbox = makeOutbox((pressed) => changes.push(pressed), 20_000);
     for (let i = 0; i < 10; i++) outbox.push(output(i * 1000, 'x'.repeat(1000)));
-    await nextTick();
+    expect(changes).toEqual([]);
+    for (let i = 10; i < 40; i++) outbox.push(output(i * 1000, 'x'.repeat(1000)));
     expect(changes).toEqual([true]);
-    for (const batch of sent) outbox.acknowledge(batch.batchId);
+    outbox.connect((batch) => setImmediate(() => outbox.acknowledge(batch.batchId)));
+    await outbox.whenEmpty(10_000);
     expect(changes).toEqual([true, false]);
   });
 
