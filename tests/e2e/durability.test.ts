@@ -1,8 +1,9 @@
 // Guarantees 1, 2 and 7: accepted tasks are durable, wait for a worker, and survive master restarts.
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   cleanup,
+  sha256,
   startMaster,
   startWorker,
   tempDir,
@@ -86,6 +87,22 @@ describe('kill -9 of the master', () => {
     expect(done).toMatchObject({ status: 'succeeded', exitCode: 0, attempts: 1, node: 'after-restart' });
     expect((await master.logs(task.id)).toString()).toBe('started\nfinished\n');
   }, 120_000);
+
+  it('output written while the master is away (more than the worker keeps in memory) arrives byte-exact', async () => {
+    const go = join(dir, 'go-big');
+    const expected = join(dir, 'big.bin');
+    // 40 MB, past the worker's 16 MiB in-memory limit: the rest waits in its spool file.
+    const task = await master.submit({ cmd: `${waitForFileSh(go)}; head -c 40000000 /dev/urandom | tee ${expected}` });
+    await master.waitForTask(task.id, ['running']);
+    await master.kill9();
+    writeFileSync(go, '');
+    await waitFor(() => existsSync(expected) && statSync(expected).size === 40_000_000, { what: 'the task to write 40 MB' });
+    master = await master.restart();
+
+    const done = await master.waitForTask(task.id, undefined, 90_000);
+    expect(done).toMatchObject({ status: 'succeeded', attempts: 1, outputTruncated: false });
+    expect(sha256(await master.logs(task.id))).toBe(sha256(readFileSync(expected)));
+  }, 180_000);
 
   it('SIGTERM stops the master cleanly (exit 0) and a restart still has every task', async () => {
     const before = await master.allTasks();
