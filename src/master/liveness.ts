@@ -1,19 +1,9 @@
 // Declares silent workers offline and their attempts lost (SPEC §6.6), and after a master
 // restart gives every worker that held tasks the full heartbeat timeout to come back first.
-import type { Logger } from '../core/log.js';
-import type { Store } from '../store/store.js';
-import type { Dispatcher } from './dispatcher.js';
-import type { MasterMetrics } from './metrics.js';
-import type { NodeRegistry, WorkerEntry } from './registry.js';
-import type { TaskWatch } from './task-watch.js';
+import type { MasterContext } from './context.js';
+import type { WorkerEntry } from './registry.js';
 
-export interface LivenessDeps {
-  store: Store;
-  registry: NodeRegistry;
-  dispatcher: Dispatcher;
-  watch: TaskWatch;
-  metrics: MasterMetrics;
-  log: Logger;
+export interface LivenessDeps extends MasterContext {
   heartbeatTimeoutMs: number;
 }
 

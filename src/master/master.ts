@@ -55,13 +55,14 @@ export async function startMaster(options: MasterOptions): Promise<MasterHandle>
     metrics.assigned.inc(tasks.length);
     for (const task of tasks) watch.notify(task.id);
   });
-  const liveness = new LivenessMonitor({ store, registry, dispatcher, watch, metrics, log, heartbeatTimeoutMs });
+  const context = { store, registry, dispatcher, watch, metrics, log };
+  const liveness = new LivenessMonitor({ ...context, heartbeatTimeoutMs });
   await liveness.start();
 
   const grpcServer = new grpc.Server(SERVER_OPTIONS);
   grpcServer.addService(
     NodeServiceService,
-    createNodeService({ store, registry, dispatcher, watch, metrics, log, token, heartbeatIntervalMs, heartbeatTimeoutMs }),
+    createNodeService({ ...context, token, heartbeatIntervalMs, heartbeatTimeoutMs }),
   );
   const grpcPort = await new Promise<number>((resolve, reject) => {
     grpcServer.bindAsync(
@@ -71,7 +72,7 @@ export async function startMaster(options: MasterOptions): Promise<MasterHandle>
     );
   });
 
-  const service = new TaskService(store, registry, dispatcher, watch, metrics);
+  const service = new TaskService(context);
   const http = buildHttpApi({ service, metrics, token, log });
   try {
     await http.listen({ host: options.host, port: options.httpPort });

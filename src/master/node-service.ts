@@ -13,23 +13,14 @@ import type {
   TaskEvent,
 } from '../../generated/node.js';
 import { OutputStream, TaskOutcome } from '../../generated/node.js';
-import type { Logger } from '../core/log.js';
 import type { NodeInfo } from '../core/node.js';
 import { isValidName } from '../core/names.js';
-import type { AttemptEvent, Store } from '../store/store.js';
+import type { AttemptEvent } from '../store/store.js';
 import { isAuthorized, UNAUTHENTICATED } from '../transport/grpc.js';
-import type { Dispatcher } from './dispatcher.js';
-import type { MasterMetrics } from './metrics.js';
-import { attemptKey, type NodeRegistry, type PushChannel } from './registry.js';
-import type { TaskWatch } from './task-watch.js';
+import type { MasterContext } from './context.js';
+import { attemptKey, type PushChannel } from './registry.js';
 
-export interface NodeServiceDeps {
-  store: Store;
-  registry: NodeRegistry;
-  dispatcher: Dispatcher;
-  watch: TaskWatch;
-  metrics: MasterMetrics;
-  log: Logger;
+export interface NodeServiceDeps extends MasterContext {
   token: string;
   heartbeatIntervalMs: number;
   heartbeatTimeoutMs: number;

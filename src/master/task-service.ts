@@ -9,6 +9,7 @@ import { ApiError, taskNotFound } from './errors.js';
 import type { MasterMetrics } from './metrics.js';
 import type { NodeRegistry } from './registry.js';
 import type { TaskWatch } from './task-watch.js';
+import type { MasterContext } from './context.js';
 
 /** Chunks read from the store per query while streaming output. */
 const OUTPUT_PAGE = 256;
@@ -21,13 +22,15 @@ export interface OutputRequest {
 }
 
 export class TaskService {
-  constructor(
-    private readonly store: Store,
-    private readonly registry: NodeRegistry,
-    private readonly dispatcher: Dispatcher,
-    private readonly watch: TaskWatch,
-    private readonly metrics: MasterMetrics,
-  ) {}
+  private readonly store: Store;
+  private readonly registry: NodeRegistry;
+  private readonly dispatcher: Dispatcher;
+  private readonly watch: TaskWatch;
+  private readonly metrics: MasterMetrics;
+
+  constructor(context: MasterContext) {
+    ({ store: this.store, registry: this.registry, dispatcher: this.dispatcher, watch: this.watch, metrics: this.metrics } = context);
+  }
 
   /** Validates and durably stores a submission; resolves only once it is committed. */
   async submit(body: unknown): Promise<CreateResult & { broadcast: boolean }> {
