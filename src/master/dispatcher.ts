@@ -37,7 +37,10 @@ export class Dispatcher {
     try {
       do {
         this.kickedDuringPass = false;
-        await Promise.all(this.registry.dispatchable().map((worker) => this.fill(worker)));
+        const workers = this.registry.dispatchable();
+        // One cheap count spares a claim per idle worker when there is nothing to hand out.
+        if (workers.length === 0 || (await this.store.countTasks()).queued === 0) continue;
+        await Promise.all(workers.map((worker) => this.fill(worker)));
       } while (this.kickedDuringPass);
     } catch (error) {
       this.log.error({ err: error }, 'dispatch pass failed; retrying');

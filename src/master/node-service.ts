@@ -26,6 +26,9 @@ export interface NodeServiceDeps extends MasterContext {
   heartbeatTimeoutMs: number;
 }
 
+/** Longest a worker's stored record (last seen, load) may lag behind its heartbeats. */
+const NODE_PERSIST_INTERVAL_MS = 10_000;
+
 /** A failure with the gRPC status the caller should see. */
 class RpcError extends Error {
   constructor(readonly status: Partial<grpc.StatusObject>) {
@@ -53,7 +56,7 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
       lastSeenAt: now,
       registeredAt: now,
     };
-    const { entry, replaced } = registry.heartbeat(info);
+    const { entry, replaced, changed } = registry.heartbeat(info);
     if (replaced) {
       // A new process took the name: the old one, and whatever it was running, is gone.
       entry.channel?.close();
@@ -68,8 +71,13 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
       afterChange(lost);
       log.warn({ worker: info.name, lost: lost.length }, 'worker restarted; its previous tasks are lost');
     }
-    await store.upsertNode(entry.info);
-    if (entry.info.status === 'online') dispatcher.kick();
+    // Load figures change with every beat; the store needs them only now and then (GET /nodes
+    // shows the live ones), so a large fleet's heartbeats do not each cost a write.
+    if (changed || now - entry.persistedAt >= NODE_PERSIST_INTERVAL_MS) {
+      entry.persistedAt = now;
+      await store.upsertNode(entry.info);
+    }
+    if (changed && entry.info.status === 'online') dispatcher.kick();
     return { heartbeatIntervalMs: deps.heartbeatIntervalMs, heartbeatTimeoutMs: deps.heartbeatTimeoutMs };
   }
 

@@ -18,6 +18,8 @@ export interface WorkerEntry {
   channel: PushChannel | undefined;
   /** `taskId#attempt` of every attempt handed to the worker and not yet reported finished. */
   inFlight: Set<string>;
+  /** When the store last got this worker's record (heartbeats are not all written through). */
+  persistedAt: number;
 }
 
 export const attemptKey = (taskId: string, attempt: number): string => `${taskId}#${attempt}`;
@@ -33,18 +35,28 @@ export class NodeRegistry {
     return this.workers.values();
   }
 
-  /** Records a heartbeat; returns the entry and whether a different worker process took the name over. */
-  heartbeat(info: NodeInfo): { entry: WorkerEntry; replaced: boolean } {
+  /**
+   * Records a heartbeat. `replaced`: a different worker process took the name over. `changed`:
+   * anything but the load figures differs from before (a new worker, status, labels, capacity).
+   */
+  heartbeat(info: NodeInfo): { entry: WorkerEntry; replaced: boolean; changed: boolean } {
     const existing = this.workers.get(info.name);
     if (existing) {
-      const replaced = existing.info.instanceId !== info.instanceId;
-      existing.info = { ...info, registeredAt: replaced ? info.registeredAt : existing.info.registeredAt };
+      const before = existing.info;
+      const replaced = before.instanceId !== info.instanceId;
+      const changed =
+        replaced ||
+        before.status !== info.status ||
+        before.concurrency !== info.concurrency ||
+        before.version !== info.version ||
+        !sameLabels(before.labels, info.labels);
+      existing.info = { ...info, registeredAt: replaced ? info.registeredAt : before.registeredAt };
       existing.lastSeenAt = info.lastSeenAt;
-      return { entry: existing, replaced };
+      return { entry: existing, replaced, changed };
     }
-    const entry: WorkerEntry = { info, lastSeenAt: info.lastSeenAt, channel: undefined, inFlight: new Set() };
+    const entry: WorkerEntry = { info, lastSeenAt: info.lastSeenAt, channel: undefined, inFlight: new Set(), persistedAt: 0 };
     this.workers.set(info.name, entry);
-    return { entry, replaced: false };
+    return { entry, replaced: false, changed: true };
   }
 
   /**
@@ -53,7 +65,7 @@ export class NodeRegistry {
    */
   expect(info: NodeInfo, now: number): void {
     if (this.workers.has(info.name)) return;
-    this.workers.set(info.name, { info, lastSeenAt: now, channel: undefined, inFlight: new Set() });
+    this.workers.set(info.name, { info, lastSeenAt: now, channel: undefined, inFlight: new Set(), persistedAt: now });
   }
 
   attach(name: string, channel: PushChannel): WorkerEntry | undefined {
@@ -91,6 +103,11 @@ export class NodeRegistry {
     }
     return expired;
   }
+}
+
+function sameLabels(a: Record<string, string>, b: Record<string, string>): boolean {
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length && keys.every((key) => a[key] === b[key]);
 }
 
 export function freeSlots(entry: WorkerEntry): number {

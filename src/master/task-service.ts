@@ -79,8 +79,12 @@ export class TaskService {
     return task;
   }
 
-  nodes(): Promise<NodeInfo[]> {
-    return this.store.listNodes();
+  /** Every node the store knows, with live figures for the workers connected to this master. */
+  async nodes(): Promise<NodeInfo[]> {
+    return (await this.store.listNodes()).map((node) => {
+      const live = this.registry.get(node.name);
+      return live ? { ...live.info, lastSeenAt: live.lastSeenAt, registeredAt: node.registeredAt } : node;
+    });
   }
 
   /**
