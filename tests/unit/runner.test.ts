@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, mkdtemp, realpath, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, realpath, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -95,6 +95,31 @@ describe('command, env and cwd', () => {
     const { task, text } = run({ shell: 'echo $((1+2))' });
     await task.result;
     expect(text('stdout')).toBe('3\n');
+  });
+
+  it('a command line without shell syntax runs directly, one exec instead of two', async () => {
+    const plain = run({ shell: 'sleep 30' });
+    await waitFor(() => plain.started.length === 1, 'the start');
+    const comm = await readFile(`/proc/${plain.started[0]}/comm`, 'utf8');
+    plain.task.cancel('done looking');
+    await plain.task.result;
+    expect(comm.trim()).toBe('sleep');
+
+    const missing = run({ shell: 'no-such-program-dcli arg' });
+    expect(await missing.task.result).toMatchObject({ outcome: 'failed', exitCode: 127 });
+  });
+
+  it.each([
+    ['variables', 'echo $((1+2))', '3\n'],
+    ['quotes', "printf '%s' 'a b'", 'a b'],
+    ['builtins', 'exit 0; echo never', ''],
+    ['assignments', 'X=1 env | grep -c ^X=1$', '1\n'],
+    ['globs and operators', 'echo a* && echo ok', '__glob__'],
+  ])('a command line with %s still goes through the shell', async (_what, shell, expected) => {
+    const { task, text } = run({ shell, cwd: dir });
+    expect((await task.result).outcome).toBe('succeeded');
+    if (expected === '__glob__') expect(text('stdout')).toMatch(/ok\n$/);
+    else expect(text('stdout')).toBe(expected);
   });
 
   it('adds env to the worker environment and honours cwd', async () => {
