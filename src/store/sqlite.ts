@@ -509,14 +509,9 @@ export class SqliteStore implements Store {
     const batch = this.queue;
     this.queue = [];
     if (batch.length === 0) return;
-    const results: OpResult[] = [];
-    try {
-      this.sql.begin.run();
-      for (const op of batch) results.push(this.runOp(op));
-      this.sql.commit.run();
-    } catch (error) {
-      if (this.db.inTransaction) this.sql.rollback.run();
-      for (const op of batch) op.reject(error);
+    const results = this.runFast(batch) ?? this.runIsolated(batch);
+    if (results instanceof Error) {
+      for (const op of batch) op.reject(results);
       return;
     }
     batch.forEach((op, i) => {
@@ -524,6 +519,36 @@ export class SqliteStore implements Store {
       if (result.ok) op.resolve(result.value);
       else op.reject(result.error);
     });
+  }
+
+  /**
+   * The common case: the batch's ops back to back in one transaction. Should one of them throw,
+   * the batch is rolled back (undefined) and goes to runIsolated. Savepoints copy every page an
+   * op touches, which is why they are not used here.
+   */
+  private runFast(batch: WriteOp[]): OpResult[] | undefined {
+    try {
+      this.sql.begin.run();
+      const results = batch.map((op): OpResult => ({ ok: true, value: op.run() }));
+      this.sql.commit.run();
+      return results;
+    } catch {
+      if (this.db.inTransaction) this.sql.rollback.run();
+      return undefined;
+    }
+  }
+
+  /** Each op in a savepoint, so only a failing op fails; a failed transaction is an Error for all. */
+  private runIsolated(batch: WriteOp[]): OpResult[] | Error {
+    try {
+      this.sql.begin.run();
+      const results = batch.map((op) => this.runOp(op));
+      this.sql.commit.run();
+      return results;
+    } catch (error) {
+      if (this.db.inTransaction) this.sql.rollback.run();
+      return error instanceof Error ? error : new Error(String(error));
+    }
   }
 
   private runOp(op: WriteOp): OpResult {
