@@ -14,7 +14,8 @@ export function isValidName(value: string): boolean {
 
 /** Parses `k=v` pairs from the command line (labels, env). */
 export function parseKeyValues(pairs: readonly string[], what: string): Record<string, string> {
-  const out: Record<string, string> = {};
+  // No prototype: a key like `__proto__` is kept as data, not swallowed.
+  const out: Record<string, string> = Object.create(null) as Record<string, string>;
   for (const pair of pairs) {
     const eq = pair.indexOf('=');
     if (eq <= 0) throw new ValidationError(`invalid ${what} "${pair}" (expected KEY=VALUE)`);

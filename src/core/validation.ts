@@ -6,6 +6,7 @@ import { NAME_PATTERN, ValidationError } from './names.js';
 
 export { ValidationError };
 
+/** Sizes are UTF-8 bytes, as stored and sent to workers. */
 export const LIMITS = {
   cmdBytes: 128 * 1024,
   argvItems: 4096,
@@ -13,13 +14,29 @@ export const LIMITS = {
   envBytes: 256 * 1024,
   labelEntries: 64,
   pathBytes: 4096,
-  idempotencyKeyLength: 256,
+  idempotencyKeyLength: 256, // in bytes, like the other sizes
   maxRetries: 100,
   maxTimeoutMs: 30 * 86_400_000,
 } as const;
 
+/** Longest error message sent back: an issue may quote a client's (possibly huge) key. */
+const MAX_MESSAGE_CHARS = 300;
+
 const noNul = (value: string): boolean => !value.includes('\0');
-const text = (max: number) => z.string().max(max).refine(noNul, 'must not contain NUL bytes');
+/** A lone UTF-16 surrogate cannot be encoded as UTF-8: the store and the wire would alter it. */
+const wellFormed = (value: string): boolean => !/[\uD800-\uDFFF]/u.test(value);
+
+/**
+ * A string of at most `maxBytes` UTF-8 bytes. The character bound runs first and keeps a huge
+ * string cheap to refuse (a UTF-16 unit never takes less than one UTF-8 byte).
+ */
+const text = (maxBytes: number) =>
+  z
+    .string()
+    .max(maxBytes, { message: `must be at most ${maxBytes} bytes`, abort: true })
+    .refine((value) => Buffer.byteLength(value) <= maxBytes, `must be at most ${maxBytes} bytes`)
+    .refine(noNul, 'must not contain NUL bytes')
+    .refine(wellFormed, 'must be valid Unicode (no lone surrogates)');
 
 const name = z.string().regex(NAME_PATTERN, 'must be 1-63 letters, digits, ".", "_" or "-"');
 const labelValue = z.string().regex(/^[A-Za-z0-9._-]{0,63}$/, 'must be up to 63 letters, digits, ".", "_" or "-"');
@@ -96,6 +113,10 @@ function describeIssues(error: z.ZodError): string {
   if (!issue) return 'invalid request';
   const where = issue.path.length > 0 ? `${issue.path.join('.')}: ` : '';
   const more = error.issues.length > 1 ? ` (and ${error.issues.length - 1} more)` : '';
-  return `${where}${issue.message}${more}`;
+  return clip(`${where}${issue.message}`) + more;
+}
+
+function clip(message: string): string {
+  return message.length > MAX_MESSAGE_CHARS ? `${message.slice(0, MAX_MESSAGE_CHARS)}…` : message;
 }
 

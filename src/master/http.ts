@@ -1,7 +1,10 @@
 // The HTTP API of SPEC §4 on fastify. Requests are validated with schemas; every failure is a
 // JSON `{"error": {code, message}}` with a 4xx status, and only a fault of the master itself is 5xx.
-import type { ServerResponse } from 'node:http';
-import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+// Submissions are bounded: past a limit of pending commits (or of queued store writes) POST /tasks
+// answers 429 (or 503) with Retry-After instead of letting memory grow.
+import { STATUS_CODES, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import { z } from 'zod';
 import { TASK_STATUSES, toTaskView, type Task } from '../core/task.js';
 import { toNodeView } from '../core/node.js';
@@ -14,6 +17,15 @@ import type { MasterMetrics } from './metrics.js';
 import type { TaskService } from './task-service.js';
 
 export const BODY_LIMIT_BYTES = 1024 * 1024;
+export const DEFAULT_MAX_PENDING_SUBMITS = 10_000;
+export const DEFAULT_MAX_STORE_BACKLOG = 50_000;
+/** Seconds a client refused for load waits before trying again: commits take milliseconds. */
+const RETRY_LOAD_SECONDS = 1;
+/** Seconds to wait when the store failed or the master is stopping: long enough for a restart. */
+const RETRY_UNAVAILABLE_SECONDS = 5;
+const REQUEST_TIMEOUT_MS = 60_000;
+/** Longest error message sent back; fastify's messages may quote a whole URL. */
+const MAX_MESSAGE_CHARS = 300;
 
 const listQuery = z.object({
   status: z.enum(TASK_STATUSES).optional(),
@@ -42,15 +54,55 @@ export interface HttpApiOptions {
   metrics: MasterMetrics;
   token: string;
   log: Logger;
+  /** Most submissions awaiting their commit at once; past it POST /tasks answers 429. */
+  maxPendingSubmits?: number;
+  /** Writes queued in the store; when given, past `maxStoreBacklog` POST /tasks answers 503. */
+  storeBacklog?: () => number;
+  maxStoreBacklog?: number;
 }
 
-export function buildHttpApi({ service, metrics, token, log }: HttpApiOptions): FastifyInstance {
-  const app = Fastify({ bodyLimit: BODY_LIMIT_BYTES, logger: false, return503OnClosing: true });
+/** A refusal the client should retry later: 429 or 503 with Retry-After. */
+class RetryLater extends ApiError {
+  constructor(
+    statusCode: 429 | 503,
+    code: string,
+    message: string,
+    readonly retryAfterSeconds: number,
+  ) {
+    super(statusCode, code, message);
+  }
+}
+
+export function buildHttpApi(options: HttpApiOptions): FastifyInstance {
+  const { service, metrics, token, log } = options;
+  const app = Fastify({
+    bodyLimit: BODY_LIMIT_BYTES,
+    // A client trickling a request in (slowloris) cannot hold its connection and buffer forever;
+    // responses, such as a followed log, are not limited by this.
+    requestTimeout: REQUEST_TIMEOUT_MS,
+    logger: false,
+    // Answered below in the JSON error shape rather than fastify's own.
+    return503OnClosing: false,
+    frameworkErrors: (error, _request, reply) => {
+      const status = error.statusCode ?? 400;
+      return sendError(reply, status, clientErrorCode(status), error.message);
+    },
+    clientErrorHandler: answerClientError,
+  });
   // JSON only: a text/plain body is a client mistake (415), not a string to validate.
   app.removeContentTypeParser('text/plain');
 
-  app.addHook('onRequest', async (request) => {
-    if (request.url === '/healthz') return;
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+
+  app.addHook('onRequest', async (request, reply) => {
+    if (closing) {
+      void reply.header('connection', 'close');
+      throw new RetryLater(503, 'shutting_down', 'the master is shutting down', RETRY_UNAVAILABLE_SECONDS);
+    }
+    if (request.routeOptions.url === '/healthz') return;
     if (!tokenMatches(bearerToken(request.headers.authorization), token)) {
       throw new ApiError(401, 'unauthorized', 'missing or invalid bearer token');
     }
@@ -61,15 +113,16 @@ export function buildHttpApi({ service, metrics, token, log }: HttpApiOptions): 
   });
 
   app.setErrorHandler((error: FastifyError | ApiError | ValidationError, _request, reply) => {
-    if (error instanceof ApiError) return reply.code(error.statusCode).send(errorBody(error.code, error.message));
-    if (error instanceof ValidationError) return reply.code(400).send(errorBody('invalid_request', error.message));
+    if (error instanceof RetryLater) void reply.header('retry-after', String(error.retryAfterSeconds));
+    if (error instanceof ApiError) return sendError(reply, error.statusCode, error.code, error.message);
+    if (error instanceof ValidationError) return sendError(reply, 400, 'invalid_request', error.message);
     const status = 'statusCode' in error && typeof error.statusCode === 'number' ? error.statusCode : 500;
     if (status >= 400 && status < 500) {
       // fastify's own client errors: malformed JSON, body too large, unsupported media type.
-      return reply.code(status).send(errorBody(clientErrorCode(status), error.message));
+      return sendError(reply, status, clientErrorCode(status), error.message);
     }
     log.error({ err: error }, 'request failed');
-    return reply.code(500).send(errorBody('internal', 'internal error'));
+    return sendError(reply, 500, 'internal', 'internal error');
   });
 
   const taskId = (params: unknown): string => {
@@ -81,8 +134,9 @@ export function buildHttpApi({ service, metrics, token, log }: HttpApiOptions): 
 
   app.get('/healthz', async () => ({ status: 'ok' }));
 
+  const admit = submissionGate(options);
   app.post('/tasks', async (request, reply) => {
-    const result = await service.submit(request.body);
+    const result = await admit(() => service.submit(request.body));
     if (!result.created) void reply.header('idempotent-replayed', 'true');
     const views = result.tasks.map(toTaskView);
     return reply.code(201).send(result.broadcast ? { tasks: views } : views[0]);
@@ -148,19 +202,72 @@ async function streamTo(response: ServerResponse, chunks: AsyncGenerator<Buffer>
   }
 }
 
-function errorBody(code: string, message: string): { error: { code: string; message: string } } {
-  return { error: { code, message } };
+type Submit = Awaited<ReturnType<TaskService['submit']>>;
+
+/**
+ * Runs submissions while fewer than the bound await their commit and the store keeps up; refuses
+ * the rest with a RetryLater. A store failure is a 503 too: the task was not accepted, and a
+ * retry may well succeed.
+ */
+function submissionGate(options: HttpApiOptions) {
+  const maxPending = options.maxPendingSubmits ?? DEFAULT_MAX_PENDING_SUBMITS;
+  const maxBacklog = options.maxStoreBacklog ?? DEFAULT_MAX_STORE_BACKLOG;
+  let pending = 0;
+  return async (submit: () => Promise<Submit>): Promise<Submit> => {
+    if (options.storeBacklog !== undefined && options.storeBacklog() >= maxBacklog) {
+      throw new RetryLater(503, 'store_overloaded', 'the store is behind on writes; retry shortly', RETRY_LOAD_SECONDS);
+    }
+    if (pending >= maxPending) {
+      throw new RetryLater(429, 'too_many_requests', `${maxPending} submissions are already in progress; retry shortly`, RETRY_LOAD_SECONDS);
+    }
+    pending++;
+    try {
+      return await submit();
+    } catch (error) {
+      if (error instanceof ApiError || error instanceof ValidationError) throw error;
+      options.log.error({ err: error }, 'storing a submission failed');
+      throw new RetryLater(503, 'store_unavailable', 'the task could not be stored; retry later', RETRY_UNAVAILABLE_SECONDS);
+    } finally {
+      pending--;
+    }
+  };
 }
 
+function sendError(reply: FastifyReply, status: number, code: string, message: string): FastifyReply {
+  return reply.code(status).send(errorBody(code, message));
+}
+
+function errorBody(code: string, message: string): { error: { code: string; message: string } } {
+  const clipped = message.length > MAX_MESSAGE_CHARS ? `${message.slice(0, MAX_MESSAGE_CHARS)}…` : message;
+  return { error: { code, message: clipped } };
+}
+
+const CLIENT_ERROR_CODES: Readonly<Record<number, string>> = {
+  404: 'not_found',
+  408: 'request_timeout',
+  413: 'payload_too_large',
+  414: 'uri_too_long',
+  415: 'unsupported_media_type',
+  431: 'headers_too_large',
+};
+
 function clientErrorCode(status: number): string {
-  switch (status) {
-    case 413:
-      return 'payload_too_large';
-    case 415:
-      return 'unsupported_media_type';
-    case 404:
-      return 'not_found';
-    default:
-      return 'invalid_request';
+  return CLIENT_ERROR_CODES[status] ?? 'invalid_request';
+}
+
+/**
+ * Requests Node's HTTP parser refuses before fastify sees them (an unknown method, a malformed or
+ * oversized header) get the JSON error shape too, then the connection is closed.
+ */
+function answerClientError(error: NodeJS.ErrnoException, socket: Socket): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  const status = error.code === 'HPE_HEADER_OVERFLOW' ? 431 : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+  const reason = STATUS_CODES[status] ?? 'Bad Request';
+  const body = JSON.stringify(errorBody(clientErrorCode(status), reason));
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
   }
+  socket.destroy(error);
 }

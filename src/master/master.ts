@@ -68,12 +68,13 @@ export async function startMaster(options: MasterOptions): Promise<MasterHandle>
     grpcServer.bindAsync(
       formatHostPort({ host: options.host, port: options.grpcPort }),
       serverCredentials(options.tls),
-      (error, port) => (error ? reject(new Error(`cannot listen for gRPC on port ${options.grpcPort}`, { cause: error })) : resolve(port)),
+      (error, port) =>
+        error ? reject(new Error(`cannot listen for gRPC on port ${options.grpcPort}: ${error.message}`, { cause: error })) : resolve(port),
     );
   });
 
   const service = new TaskService(context);
-  const http = buildHttpApi({ service, metrics, token, log });
+  const http = buildHttpApi({ service, metrics, token, log, storeBacklog: () => store.pendingWrites() });
   try {
     await http.listen({ host: options.host, port: options.httpPort });
   } catch (error) {

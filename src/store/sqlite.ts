@@ -492,6 +492,10 @@ export class SqliteStore implements Store {
 
   // ---- group commit ----
 
+  pendingWrites(): number {
+    return this.queue.length;
+  }
+
   private write<T>(run: () => T): Promise<T> {
     if (this.closed) return Promise.reject(new Error('the store is closed'));
     return new Promise<T>((resolve, reject) => {

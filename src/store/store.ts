@@ -133,6 +133,9 @@ export interface Store {
   getNode(name: string): Promise<NodeInfo | undefined>;
   listNodes(): Promise<NodeInfo[]>;
 
+  /** Writes accepted but not yet committed: the master refuses submissions when this grows. */
+  pendingWrites(): number;
+
   /** Finishes pending writes and releases the database. */
   close(): Promise<void>;
 }

@@ -209,6 +209,7 @@ export class WorkerAgent {
         client.close();
         if (established) log.warn({ reason }, 'connection to master ended');
         else if (rejected) log.error({ reason }, 'master rejected the token');
+        else if (/certificate|TLS|SSL|ECONNRESET/i.test(reason)) log.warn({ reason }, 'could not connect to master: TLS handshake failed');
         else log.info({ reason }, 'could not connect to master');
         resolve(established ? 'established' : rejected ? 'rejected' : 'failed');
       };

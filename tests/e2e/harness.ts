@@ -771,3 +771,131 @@ export function jsonList<T>(stdout: string, key: string): T[] {
   if (Array.isArray(inner)) return inner as T[];
   throw new Error(`expected a JSON array or {${key}: [...]}, got: ${stdout.slice(0, 300)}`);
 }
+
+// ---------------------------------------------------------------------------------------------
+// TLS: a throwaway PKI made with openssl (imports kept here so the sections above stay as they are)
+
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+
+export interface CertFiles {
+  cert: string;
+  key: string;
+}
+
+export interface TestPki {
+  /** CA that signed `server` and `client`. */
+  ca: CertFiles;
+  /** The master's certificate, for IP 127.0.0.1 and DNS localhost (grpc-js checks the name). */
+  server: CertFiles;
+  client: CertFiles;
+  /** An unrelated CA, and a client certificate it signed. */
+  otherCa: CertFiles;
+  otherClient: CertFiles;
+}
+
+/** P-256 keys: a fraction of the time RSA takes to generate. */
+const NEW_EC_KEY = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+
+function openssl(dir: string, args: string[]): void {
+  execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+function makeCa(dir: string, name: string): CertFiles {
+  openssl(dir, [
+    'req', '-x509', ...NEW_EC_KEY, '-keyout', `${name}.key`, '-out', `${name}.crt`, '-days', '2',
+    '-subj', `/CN=dcli test ${name}`,
+    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+  ]);
+  return { cert: join(dir, `${name}.crt`), key: join(dir, `${name}.key`) };
+}
+
+function makeLeaf(dir: string, name: string, ca: CertFiles, extensions: string[]): CertFiles {
+  writeFileSync(join(dir, `${name}.ext`), `${extensions.join('\n')}\n`);
+  openssl(dir, ['req', ...NEW_EC_KEY, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`]);
+  openssl(dir, [
+    'x509', '-req', '-in', `${name}.csr`, '-CA', ca.cert, '-CAkey', ca.key, '-CAcreateserial',
+    '-days', '2', '-out', `${name}.crt`, '-extfile', `${name}.ext`,
+  ]);
+  return { cert: join(dir, `${name}.crt`), key: join(dir, `${name}.key`) };
+}
+
+/** Two CAs and their certificates in a temp dir (removed by cleanup()). */
+export function makeTestPki(): TestPki {
+  const dir = tempDir('dcli-pki-');
+  const ca = makeCa(dir, 'ca');
+  const otherCa = makeCa(dir, 'other-ca');
+  const clientUse = ['extendedKeyUsage=clientAuth', 'keyUsage=critical,digitalSignature'];
+  return {
+    ca,
+    server: makeLeaf(dir, 'server', ca, [
+      'subjectAltName=IP:127.0.0.1,DNS:localhost',
+      'extendedKeyUsage=serverAuth',
+      'keyUsage=critical,digitalSignature',
+    ]),
+    client: makeLeaf(dir, 'client', ca, clientUse),
+    otherCa,
+    otherClient: makeLeaf(dir, 'other-client', otherCa, clientUse),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fault injection (faults-*.test.ts and the soak run)
+
+/** SIGKILL each of these exact PIDs that is still alive (e.g. tasks orphaned by a kill -9'd worker). */
+export function killPids(pids: Iterable<number>): void {
+  for (const pid of pids) {
+    if (!isAlive(pid)) continue;
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // it ended meanwhile
+    }
+  }
+}
+
+/** Waits until none of `pids` is alive; the error names the survivors. */
+export function waitGone(pids: number[], timeoutMs = SLOW): Promise<true> {
+  return waitFor(
+    () => {
+      const alive = pids.filter(isAlive);
+      if (alive.length === 0) return true;
+      throw new Error(`still alive: ${alive.join(', ')}`);
+    },
+    { timeoutMs, what: `pids ${pids.join(', ')} to be gone` },
+  );
+}
+
+/** The non-empty lines of a file; none when it does not exist yet. */
+export function readLines(file: string): string[] {
+  if (!existsSync(file)) return [];
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((line) => line !== '');
+}
+
+/** The PIDs a task wrote to `file`, one a line. */
+export function pidsIn(file: string): number[] {
+  return readLines(file).map(Number);
+}
+
+/** Waits until GET /nodes shows the worker with this status. */
+export function waitForNode(master: Master, name: string, status: NodeView['status'], timeoutMs = SLOW): Promise<NodeView> {
+  return waitFor(async () => (await master.nodes()).find((node) => node.name === name && node.status === status), {
+    timeoutMs,
+    what: `node ${name} to be ${status}`,
+  });
+}
+
+/** The value of an unlabelled counter or gauge in GET /metrics (0 when absent). */
+export async function metricValue(master: Master, name: string): Promise<number> {
+  const result = await master.call('GET', '/metrics');
+  if (result.status !== 200) throw asError(result, 'GET /metrics');
+  const line = result.text.split('\n').find((text) => text.startsWith(`${name} `));
+  return line === undefined ? 0 : Number(line.slice(name.length + 1));
+}
+
+/** Stops (SIGSTOP) or resumes (SIGCONT) a process: a worker that is alive but silent. */
+export function pause(pid: number, paused: boolean): void {
+  process.kill(pid, paused ? 'SIGSTOP' : 'SIGCONT');
+}
