@@ -29,7 +29,10 @@ export function devCommand(): Command {
       const { WorkerAgent } = await import('../worker/agent.js');
       if (flags.workers < 1 || flags.workers > 64) throw new UsageError('--workers must be between 1 and 64');
       const dataDir = resolveDataDir(flags.dataDir);
-      const log = createLogger('dev', process.env.DCLI_LOG_LEVEL ?? 'warn');
+      // Quiet by default: this is the terminal someone is trying dcli in.
+      const level = process.env.DCLI_LOG_LEVEL ?? 'warn';
+      const log = createLogger('dev', level);
+      const workerLog = createLogger('worker', level);
       const master = await startMaster({
         host: '127.0.0.1',
         grpcPort: flags.grpcPort,
@@ -37,7 +40,7 @@ export function devCommand(): Command {
         dataDir,
         heartbeatTimeoutMs: 10_000,
         maxOutputBytes: 64 * 1024 * 1024,
-        log: log.child({ role: 'master' }),
+        log: createLogger('master', level),
       });
       const token = discoverToken(dataDir)!;
       const agents = Array.from({ length: flags.workers }, (_, i) => {
@@ -50,7 +53,7 @@ export function devCommand(): Command {
           token,
           drainTimeoutMs: 10_000,
           killGraceMs: 2000,
-          log: log.child({ role: 'worker', worker: name }),
+          log: workerLog.child({ worker: name }),
         });
       });
       for (const agent of agents) agent.start();
