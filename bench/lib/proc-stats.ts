@@ -1,0 +1,52 @@
+// Resource use of another process, read from /proc: resident memory and CPU time.
+import { readFileSync } from 'node:fs';
+
+/** Clock ticks per second of /proc/PID/stat times (USER_HZ; 100 on every Linux of note). */
+const TICKS_PER_SECOND = 100;
+
+/** Resident set size in bytes (VmRSS). */
+export function rssBytes(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const match = /^VmRSS:\s+(\d+) kB/m.exec(status);
+  if (!match) throw new Error(`no VmRSS for pid ${pid}`);
+  return Number(match[1]) * 1024;
+}
+
+/** User + system CPU seconds the process has used so far. */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name, which may itself contain spaces and parentheses.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
+}
+
+/** Samples a process's RSS on a timer, keeping the first and the highest reading. */
+export class RssSampler {
+  readonly start: number;
+  peak: number;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly pid: number,
+    intervalMs = 100,
+  ) {
+    this.start = rssBytes(pid);
+    this.peak = this.start;
+    this.timer = setInterval(() => this.sample(), intervalMs);
+  }
+
+  /** Stops sampling after one last reading; returns the peak growth over the start in bytes. */
+  stop(): number {
+    clearInterval(this.timer);
+    this.sample();
+    return this.peak - this.start;
+  }
+
+  private sample(): void {
+    try {
+      this.peak = Math.max(this.peak, rssBytes(this.pid));
+    } catch {
+      // The process ended; the peak so far stands.
+    }
+  }
+}

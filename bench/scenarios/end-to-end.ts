@@ -1,0 +1,96 @@
+// Scenario 1: `true` tasks submitted over HTTP to a master with 2 real local workers, timed from
+// the first submission to the last final state; against raw spawn and BullMQ running execa,
+// each measured half before and half after dcli.
+import { execa } from 'execa';
+import { spawnTrueRate } from '../lib/baselines/spawn.js';
+import { bullmqRate, redisAvailable } from '../lib/baselines/bullmq.js';
+import { startMaster, startWorker } from '../lib/cluster.js';
+import { closedLoop } from '../lib/load.js';
+import { atLeast, type Scenario, type ScenarioResult } from '../lib/report.js';
+import { now, poll } from '../lib/timing.js';
+
+const WORKERS = 2;
+const WORKER_CONCURRENCY = 4;
+const SUBMIT_CONCURRENCY = 64;
+const BASELINE_CONCURRENCY = 8;
+
+export const endToEnd: Scenario = {
+  id: 1,
+  slug: 'end-to-end',
+  title: 'End to end',
+  async run({ quick, log }): Promise<ScenarioResult> {
+    const tasks = quick ? 100 : 3000;
+    const notes: string[] = [];
+    const redis = await redisAvailable();
+    if (!redis) notes.push('Redis is not reachable on 127.0.0.1:6379: the BullMQ baseline was skipped.');
+    // Each baseline runs half before dcli and half after it, so a load that drifts during the run
+    // (a shared machine) weighs on both sides alike.
+    const spawnRuns: Throughput[] = [];
+    const bullRuns: Throughput[] = [];
+    const baselines = async (): Promise<void> => {
+      const count = Math.ceil(tasks / 2);
+      log(`baseline: spawn('true') ×${count}, concurrency ${BASELINE_CONCURRENCY}`);
+      spawnRuns.push({ count, perSecond: await spawnTrueRate(count, BASELINE_CONCURRENCY) });
+      if (!redis) return;
+      const maxMs = quick ? 3000 : 15_000;
+      log(`baseline: BullMQ worker, concurrency ${BASELINE_CONCURRENCY}, execa('true') ×${count} (at most ${maxMs / 1000} s)`);
+      const bull = await bullmqRate({ jobs: count, concurrency: BASELINE_CONCURRENCY, process: () => execa('true'), prequeue: false, maxMs });
+      bullRuns.push({ count: bull.completed, perSecond: bull.perSecond });
+    };
+    await baselines();
+    const rate = await runDcli(tasks, log);
+    await baselines();
+    const spawnRate = pooled(spawnRuns);
+    const bullRate = redis ? pooled(bullRuns) : null;
+    return {
+      figures: { tasks, tasksPerSecond: rate },
+      baseline: { spawnPerSecond: spawnRate, bullmqExecaPerSecond: bullRate },
+      checks: [
+        {
+          figure: 'tasks/s vs raw spawn',
+          value: { value: rate, unit: 'tasks/s' },
+          baseline: { name: 'spawn c=8', value: spawnRate, unit: '/s' },
+          ratio: rate / spawnRate,
+          target: '≥ 0.7× spawn',
+          met: atLeast(rate / spawnRate, 0.7),
+        },
+        {
+          figure: 'tasks/s vs BullMQ',
+          value: { value: rate, unit: 'tasks/s' },
+          ...(bullRate !== null ? { baseline: { name: 'BullMQ+execa c=8', value: bullRate, unit: '/s' }, ratio: rate / bullRate } : {}),
+          target: '≥ 2.5× BullMQ',
+          met: bullRate === null ? null : atLeast(rate / bullRate, 2.5),
+        },
+      ],
+      notes: redis ? [`BullMQ jobs done within the time limits: ${bullRuns.map((run) => run.count).join(' + ')} of ${2 * Math.ceil(tasks / 2)}.`] : notes,
+    };
+  },
+};
+
+interface Throughput {
+  count: number;
+  perSecond: number;
+}
+
+/** Throughput of several runs taken together: all items over all the time. */
+function pooled(runs: Throughput[]): number {
+  return runs.reduce((sum, run) => sum + run.count, 0) / runs.reduce((sum, run) => sum + run.count / run.perSecond, 0);
+}
+
+/** Tasks/s of dcli from the first submission to the moment no task is left unfinished. */
+async function runDcli(tasks: number, log: (message: string) => void): Promise<number> {
+  log(`dcli: master + ${WORKERS} workers ×${WORKER_CONCURRENCY}, ${tasks} tasks`);
+  const master = await startMaster();
+  try {
+    await Promise.all(Array.from({ length: WORKERS }, (_, i) => startWorker(master, { name: `w${i + 1}`, concurrency: WORKER_CONCURRENCY })));
+    const start = now();
+    await closedLoop(tasks, SUBMIT_CONCURRENCY, async () => void (await master.api.submit({ cmd: 'true' })));
+    // Polled through three cheap list queries: scraping /metrics this often would load the master.
+    const at = await poll(async () => !(await master.api.anyUnfinished()) && now(), `${tasks} tasks to end`, Math.max(60_000, tasks * 50), 100);
+    const counts = await master.api.taskCounts();
+    if (counts.succeeded !== tasks) throw new Error(`expected ${tasks} succeeded tasks, got ${JSON.stringify(counts)}`);
+    return tasks / ((at - start) / 1000);
+  } finally {
+    await master.stop();
+  }
+}

@@ -1,0 +1,155 @@
+// Scenario 5: a fleet of simulated workers, each on a TCP connection of its own and heartbeating
+// at the interval the master asks for (2 s). First the idle fleet (online, empty queue): master
+// CPU and RSS. Then scenario 2 with it: the fleet goes draining, a queue is filled over HTTP,
+// the fleet comes back online and drains it. The same procedure with 16 workers is the baseline.
+import { startMaster, type Master } from '../lib/cluster.js';
+import { metricValue } from '../lib/http.js';
+import { closedLoop } from '../lib/load.js';
+import { cpuSeconds, RssSampler } from '../lib/proc-stats.js';
+import { atLeast, below, type Scenario, type ScenarioResult } from '../lib/report.js';
+import { SimFleet } from '../lib/sim-worker.js';
+import { now, sleep } from '../lib/timing.js';
+
+const SMALL_FLEET = 16;
+const SMALL_CONCURRENCY = 64;
+const FLEET_CONCURRENCY = 4;
+const MB = 1e6;
+
+interface FleetRun {
+  connectSeconds: number;
+  /** Master CPU, % of one core, with the fleet online and idle. */
+  heartbeatCpuPercent: number;
+  heartbeatsPerSecond: number;
+  heartbeatFailures: number;
+  idleRssBytes: number;
+  /** JS heap in use and memory outside it (Buffers, native), from the master's /metrics. */
+  idleHeapBytes: number;
+  idleExternalBytes: number;
+  peakRssBytes: number;
+  drainPerSecond: number;
+}
+
+interface FleetPlan {
+  size: number;
+  concurrency: number;
+  tasks: number;
+  /** Before measuring: long enough for every worker's heartbeats to be in their steady rhythm. */
+  settleMs: number;
+  windowMs: number;
+}
+
+async function runFleet({ size, concurrency, tasks, settleMs, windowMs }: FleetPlan, log: (message: string) => void): Promise<FleetRun> {
+  const master: Master = await startMaster();
+  const rss = new RssSampler(master.proc.pid, 250);
+  const fleet = new SimFleet({ size, prefix: 'fleet', concurrency, master: master.grpc, token: master.token, ownConnection: true });
+  try {
+    let start = now();
+    await fleet.connect();
+    const connectSeconds = (now() - start) / 1000;
+    log(`  ${size} workers connected in ${connectSeconds.toFixed(1)} s; measuring idle heartbeats for ${windowMs / 1000} s`);
+    await sleep(settleMs);
+    const beatsBefore = fleet.workers.reduce((sum, worker) => sum + worker.heartbeats, 0);
+    const cpuBefore = cpuSeconds(master.proc.pid);
+    start = now();
+    await sleep(windowMs);
+    const seconds = (now() - start) / 1000;
+    const heartbeatCpuPercent = ((cpuSeconds(master.proc.pid) - cpuBefore) / seconds) * 100;
+    const heartbeatsPerSecond = (fleet.workers.reduce((sum, worker) => sum + worker.heartbeats, 0) - beatsBefore) / seconds;
+    const idleRssBytes = rss.peak;
+    const metrics = await master.api.metrics();
+
+    log(`  queueing ${tasks} tasks over HTTP while the fleet is draining`);
+    await fleet.setDraining(true);
+    await closedLoop(tasks, 64, async () => void (await master.api.submit({ cmd: 'true' })));
+    log(`  draining them with ${size} workers ×${concurrency}`);
+    start = now();
+    await fleet.setDraining(false);
+    const end = await fleet.waitFinished(tasks, Math.max(60_000, tasks * 3));
+    const counts = await master.api.taskCounts();
+    if (counts.succeeded !== tasks) throw new Error(`expected ${tasks} succeeded tasks, got ${JSON.stringify(counts)}`);
+    rss.stop();
+    return {
+      connectSeconds,
+      heartbeatCpuPercent,
+      heartbeatsPerSecond,
+      heartbeatFailures: fleet.heartbeatFailures,
+      idleRssBytes,
+      idleHeapBytes: metricValue(metrics, 'dcli_master_nodejs_heap_size_used_bytes'),
+      idleExternalBytes: metricValue(metrics, 'dcli_master_nodejs_external_memory_bytes'),
+      peakRssBytes: rss.peak,
+      drainPerSecond: tasks / ((end - start) / 1000),
+    };
+  } finally {
+    rss.stop();
+    fleet.close();
+    await master.stop();
+  }
+}
+
+export const fleet: Scenario = {
+  id: 5,
+  slug: 'fleet',
+  title: 'Fleet',
+  async run({ quick, log }): Promise<ScenarioResult> {
+    const size = quick ? 50 : 2000;
+    const tasks = quick ? 2000 : 20_000;
+    const windowMs = quick ? 1000 : 10_000;
+    const settleMs = quick ? 500 : 2000; // 2 s: the heartbeat interval the master asks for
+    log(`baseline: ${SMALL_FLEET} simulated workers ×${SMALL_CONCURRENCY}`);
+    const small = await runFleet({ size: SMALL_FLEET, concurrency: SMALL_CONCURRENCY, tasks, settleMs, windowMs }, log);
+    log(`dcli: ${size} simulated workers ×${FLEET_CONCURRENCY}`);
+    const big = await runFleet({ size, concurrency: FLEET_CONCURRENCY, tasks, settleMs, windowMs }, log);
+    const ratio = big.drainPerSecond / small.drainPerSecond;
+    return {
+      figures: {
+        workers: size,
+        tasks,
+        connectSeconds: big.connectSeconds,
+        heartbeatCpuPercent: big.heartbeatCpuPercent,
+        heartbeatsPerSecond: big.heartbeatsPerSecond,
+        heartbeatFailures: big.heartbeatFailures,
+        idleRssMB: big.idleRssBytes / MB,
+        idleHeapMB: big.idleHeapBytes / MB,
+        idleExternalMB: big.idleExternalBytes / MB,
+        peakRssMB: big.peakRssBytes / MB,
+        drainPerSecond: big.drainPerSecond,
+      },
+      baseline: {
+        workers: SMALL_FLEET,
+        heartbeatCpuPercent: small.heartbeatCpuPercent,
+        idleRssMB: small.idleRssBytes / MB,
+        idleHeapMB: small.idleHeapBytes / MB,
+        peakRssMB: small.peakRssBytes / MB,
+        drainPerSecond: small.drainPerSecond,
+      },
+      checks: [
+        {
+          figure: `master RSS, ${size} workers`,
+          value: { value: big.peakRssBytes / MB, unit: 'MB' },
+          baseline: { name: `${SMALL_FLEET} workers`, value: small.peakRssBytes / MB, unit: 'MB' },
+          target: '< 300 MB',
+          met: below(big.peakRssBytes / MB, 300),
+        },
+        {
+          figure: 'heartbeat CPU (idle fleet)',
+          value: { value: big.heartbeatCpuPercent, unit: '% core' },
+          baseline: { name: `${SMALL_FLEET} workers`, value: small.heartbeatCpuPercent, unit: '% core' },
+          target: '< 10% of a core',
+          met: below(big.heartbeatCpuPercent, 10),
+        },
+        {
+          figure: 'drain tasks/s',
+          value: { value: big.drainPerSecond, unit: 'tasks/s' },
+          baseline: { name: `${SMALL_FLEET} workers`, value: small.drainPerSecond, unit: '/s' },
+          ratio,
+          target: '≥ 0.8× 16 workers',
+          met: atLeast(ratio, 0.8),
+        },
+      ],
+      notes: [
+        `Each simulated worker has its own channel and TCP connection ('grpc.use_local_subchannel_pool'); all run in the bench process.`,
+        `Fleet workers have concurrency ${FLEET_CONCURRENCY}, the 16 baseline workers ${SMALL_CONCURRENCY}. Heartbeat failures: ${big.heartbeatFailures}.`,
+      ],
+    };
+  },
+};

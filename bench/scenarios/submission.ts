@@ -1,0 +1,65 @@
+// Scenario 3: POST /tasks at concurrency 64 over keep-alive connections, no workers; accepted
+// (committed) submissions per second and latency; against single-row SQLite transactions.
+import { sqliteInsertRate } from '../lib/baselines/sqlite.js';
+import { startMaster, tempDir } from '../lib/cluster.js';
+import { closedLoop } from '../lib/load.js';
+import { atLeast, below, type Scenario, type ScenarioResult } from '../lib/report.js';
+import { summarize } from '../lib/stats.js';
+import { now } from '../lib/timing.js';
+
+const CONCURRENCY = 64;
+/** Refusals a loaded master may answer with (SPEC §4); anything else is a failure. */
+const REFUSALS = new Set([429, 503]);
+
+export const submission: Scenario = {
+  id: 3,
+  slug: 'submission',
+  title: 'Submission',
+  async run({ quick, log }): Promise<ScenarioResult> {
+    const count = quick ? 2000 : 50_000;
+    const master = await startMaster();
+    let accepted = 0;
+    let refused = 0;
+    let seconds: number;
+    let latencies: number[];
+    try {
+      const submit = async (): Promise<void> => {
+        const answer = await master.api.post('/tasks', { cmd: 'true' });
+        if (answer.status === 201) accepted++;
+        else if (REFUSALS.has(answer.status)) refused++;
+        else throw new Error(`POST /tasks: HTTP ${answer.status} ${JSON.stringify(answer.json)}`);
+      };
+      log('dcli: warm-up');
+      await closedLoop(Math.min(1000, count), CONCURRENCY, submit);
+      accepted = 0;
+      refused = 0;
+      log(`dcli: ${count} submissions, concurrency ${CONCURRENCY}`);
+      const start = now();
+      latencies = await closedLoop(count, CONCURRENCY, submit);
+      seconds = (now() - start) / 1000;
+    } finally {
+      await master.stop();
+    }
+    const rows = quick ? 5000 : 30_000;
+    log(`baseline: ${rows} single-row SQLite transactions`);
+    const sqliteRate = sqliteInsertRate(tempDir(), rows);
+    const rate = accepted / seconds;
+    const latency = summarize(latencies);
+    return {
+      figures: { submissions: count, acceptedPerSecond: rate, refused, p50Ms: latency.p50, p99Ms: latency.p99, maxMs: latency.max },
+      baseline: { sqliteRowsPerSecond: sqliteRate },
+      checks: [
+        {
+          figure: 'accepted/s',
+          value: { value: rate, unit: '/s' },
+          baseline: { name: 'SQLite 1 row/tx', value: sqliteRate, unit: '/s' },
+          ratio: rate / sqliteRate,
+          target: '≥ 10,000/s',
+          met: atLeast(rate, 10_000),
+        },
+        { figure: 'p99 latency', value: { value: latency.p99, unit: 'ms' }, target: '< 20 ms', met: below(latency.p99, 20) },
+      ],
+      notes: [`p50 ${latency.p50.toFixed(2)} ms, max ${latency.max.toFixed(1)} ms; refused (429/503): ${refused}`],
+    };
+  },
+};
