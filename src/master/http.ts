@@ -11,7 +11,7 @@ import { toNodeView } from '../core/node.js';
 import { TASK_ID_PATTERN } from '../core/ids.js';
 import type { Logger } from '../core/log.js';
 import { ValidationError } from '../core/names.js';
-import { bearerToken, tokenMatches } from '../transport/credentials.js';
+import { bearerToken, tokenChecker } from '../transport/credentials.js';
 import { ApiError, taskNotFound } from './errors.js';
 import type { MasterMetrics } from './metrics.js';
 import type { TaskService } from './task-service.js';
@@ -97,13 +97,14 @@ export function buildHttpApi(options: HttpApiOptions): FastifyInstance {
     closing = true;
   });
 
+  const isValidToken = tokenChecker(token);
   app.addHook('onRequest', async (request, reply) => {
     if (closing) {
       void reply.header('connection', 'close');
       throw new RetryLater(503, 'shutting_down', 'the master is shutting down', RETRY_UNAVAILABLE_SECONDS);
     }
     if (request.routeOptions.url === '/healthz') return;
-    if (!tokenMatches(bearerToken(request.headers.authorization), token)) {
+    if (!isValidToken(bearerToken(request.headers.authorization))) {
       throw new ApiError(401, 'unauthorized', 'missing or invalid bearer token');
     }
   });

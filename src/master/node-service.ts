@@ -16,7 +16,7 @@ import { OutputStream, TaskOutcome } from '../../generated/node.js';
 import type { NodeInfo } from '../core/node.js';
 import { isValidName } from '../core/names.js';
 import type { AttemptEvent } from '../store/store.js';
-import { isAuthorized, UNAUTHENTICATED } from '../transport/grpc.js';
+import { metadataAuthorizer, UNAUTHENTICATED } from '../transport/grpc.js';
 import type { MasterContext } from './context.js';
 import { attemptKey, type PushChannel } from './registry.js';
 
@@ -40,6 +40,7 @@ const invalid = (details: string): RpcError => new RpcError({ code: grpc.status.
 
 export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
   const { store, registry, dispatcher, watch, metrics, log, token } = deps;
+  const isAuthorized = metadataAuthorizer(token);
 
   async function reportStatus(request: ReportStatusRequest): Promise<ReportStatusResponse> {
     const now = Date.now();
@@ -137,34 +138,51 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
   }
 
   function receiveEvents(call: grpc.ServerDuplexStream<ReportTaskEventsRequest, ReportTaskEventsResponse>): void {
-    // Batches are applied strictly in order, each acknowledged once it is committed.
-    let chain = Promise.resolve();
-    call.on('data', (batch: ReportTaskEventsRequest) => {
-      chain = chain.then(() => applyBatch(batch)).then(
-        () => {
-          if (!call.destroyed && !call.writableEnded) call.write({ batchId: batch.batchId });
-        },
-        (error: unknown) => {
-          log.error({ err: error, worker: batch.name }, 'cannot store task events; closing the stream so the worker re-sends');
+    // Batches are applied strictly in order. Whatever arrived while the previous write was
+    // committing is applied together in the next one, and one acknowledgement (of the last batch;
+    // the worker takes acks as cumulative) answers them all: under load, fewer and larger commits.
+    let waiting: ReportTaskEventsRequest[] = [];
+    let applying = false;
+    let ended = false;
+    const finish = (): void => {
+      if (!call.writableEnded && !call.destroyed) call.end();
+    };
+    const drain = async (): Promise<void> => {
+      applying = true;
+      while (waiting.length > 0 && !call.destroyed) {
+        const batches = waiting;
+        waiting = [];
+        try {
+          await applyBatches(batches);
+        } catch (error) {
+          log.error({ err: error, worker: batches[0]!.name }, 'cannot store task events; closing the stream so the worker re-sends');
           call.destroy(Object.assign(new Error('master could not store events'), { code: grpc.status.UNAVAILABLE }));
-        },
-      );
+          return;
+        }
+        if (!call.destroyed && !call.writableEnded) call.write({ batchId: batches[batches.length - 1]!.batchId });
+      }
+      applying = false;
+      if (ended) finish();
+    };
+    call.on('data', (batch: ReportTaskEventsRequest) => {
+      waiting.push(batch);
+      if (!applying) void drain();
     });
     call.on('end', () => {
-      void chain.then(() => {
-        if (!call.writableEnded) call.end();
-      });
+      ended = true;
+      if (!applying) finish();
     });
     call.on('error', () => {});
   }
 
-  async function applyBatch(batch: ReportTaskEventsRequest): Promise<void> {
-    const events = batch.events.map(toAttemptEvent).filter((event): event is AttemptEvent => event !== undefined);
+  async function applyBatches(batches: ReportTaskEventsRequest[]): Promise<void> {
+    const name = batches[0]!.name;
+    const events = batches.flatMap((batch) => batch.events.map(toAttemptEvent)).filter((event): event is AttemptEvent => event !== undefined);
     const applied = await store.applyEvents(events);
     metrics.eventsStale.inc(applied.stale);
     let freed = false;
     for (const event of events) {
-      if (event.kind === 'finished') freed = registry.release(batch.name, event.taskId, event.attempt) || freed;
+      if (event.kind === 'finished') freed = registry.release(name, event.taskId, event.attempt) || freed;
       if (event.kind === 'output') metrics.outputBytes.inc(event.data.length);
     }
     afterChange(applied.changed);
@@ -186,7 +204,7 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
     handler: (request: Request) => Promise<Response>,
   ): grpc.handleUnaryCall<Request, Response> {
     return (call, callback) => {
-      if (!isAuthorized(call.metadata, token)) return callback(UNAUTHENTICATED);
+      if (!isAuthorized(call.metadata)) return callback(UNAUTHENTICATED);
       handler(call.request).then(
         (response) => callback(null, response),
         (error: unknown) => {
@@ -205,7 +223,7 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
       return reportStatus(request);
     }),
     assignTask: (call) => {
-      if (!isAuthorized(call.metadata, token)) {
+      if (!isAuthorized(call.metadata)) {
         call.destroy(Object.assign(new Error(UNAUTHENTICATED.details), { code: grpc.status.UNAUTHENTICATED }));
         return;
       }
@@ -215,7 +233,7 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
       });
     },
     reportTaskEvents: (call) => {
-      if (!isAuthorized(call.metadata, token)) {
+      if (!isAuthorized(call.metadata)) {
         call.destroy(Object.assign(new Error(UNAUTHENTICATED.details), { code: grpc.status.UNAUTHENTICATED }));
         return;
       }

@@ -52,12 +52,14 @@ function readTokenFile(file: string): string | undefined {
   }
 }
 
-/** Checks a presented token against the expected one in constant time (hashing evens out lengths). */
-export function tokenMatches(presented: string | undefined, expected: string): boolean {
-  if (presented === undefined) return false;
-  const a = createHash('sha256').update(presented).digest();
-  const b = createHash('sha256').update(expected).digest();
-  return timingSafeEqual(a, b);
+/**
+ * A checker for presented tokens, compared with the expected one in constant time (hashing evens
+ * out lengths). The expected token is hashed once, not on every call.
+ */
+export function tokenChecker(expected: string): (presented: string | undefined) => boolean {
+  const expectedHash = createHash('sha256').update(expected).digest();
+  return (presented) =>
+    presented !== undefined && timingSafeEqual(createHash('sha256').update(presented).digest(), expectedHash);
 }
 
 /** Extracts the token from an `Authorization: Bearer <token>` value. */

@@ -2,7 +2,7 @@
 // channel options. Nothing here knows about tasks.
 import * as grpc from '@grpc/grpc-js';
 import { readFileSync } from 'node:fs';
-import { bearerToken, tokenMatches } from './credentials.js';
+import { bearerToken, tokenChecker } from './credentials.js';
 
 export interface ServerTlsFiles {
   certFile: string;
@@ -53,10 +53,13 @@ export function tokenMetadata(token: string): grpc.Metadata {
   return metadata;
 }
 
-/** Whether a call's metadata carries the expected token. */
-export function isAuthorized(metadata: grpc.Metadata, token: string): boolean {
-  const value = metadata.get('authorization')[0];
-  return tokenMatches(bearerToken(typeof value === 'string' ? value : undefined), token);
+/** A checker of whether a call's metadata carries the expected token. */
+export function metadataAuthorizer(token: string): (metadata: grpc.Metadata) => boolean {
+  const isValid = tokenChecker(token);
+  return (metadata) => {
+    const value = metadata.get('authorization')[0];
+    return isValid(bearerToken(typeof value === 'string' ? value : undefined));
+  };
 }
 
 export const UNAUTHENTICATED: Partial<grpc.StatusObject> = {

@@ -1,6 +1,6 @@
 import { Backoff } from '../../src/transport/backoff.js';
 import { formatHostPort, parseAddressList, parseHostPort } from '../../src/transport/address.js';
-import { bearerToken, loadOrCreateToken, discoverToken, tokenMatches } from '../../src/transport/credentials.js';
+import { bearerToken, loadOrCreateToken, discoverToken, tokenChecker } from '../../src/transport/credentials.js';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -67,9 +67,10 @@ describe('tokens', () => {
   });
 
   it('compares bearer tokens exactly', () => {
-    expect(tokenMatches(bearerToken('Bearer abc'), 'abc')).toBe(true);
-    expect(tokenMatches(bearerToken('Bearer abcd'), 'abc')).toBe(false);
-    expect(tokenMatches(bearerToken('Basic abc'), 'abc')).toBe(false);
-    expect(tokenMatches(undefined, 'abc')).toBe(false);
+    const matches = tokenChecker('abc');
+    expect(matches(bearerToken('Bearer abc'))).toBe(true);
+    expect(matches(bearerToken('Bearer abcd'))).toBe(false);
+    expect(matches(bearerToken('Basic abc'))).toBe(false);
+    expect(matches(undefined)).toBe(false);
   });
 });
