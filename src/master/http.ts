@@ -81,6 +81,9 @@ export function buildHttpApi(options: HttpApiOptions): FastifyInstance {
     // responses, such as a followed log, are not limited by this.
     requestTimeout: REQUEST_TIMEOUT_MS,
     logger: false,
+    // On close, drop every connection, followers of running tasks included: shutdown must not
+    // wait for a task to end.
+    forceCloseConnections: true,
     // Answered below in the JSON error shape rather than fastify's own.
     return503OnClosing: false,
     frameworkErrors: (error, _request, reply) => {

@@ -98,7 +98,11 @@ export async function startMaster(options: MasterOptions): Promise<MasterHandle>
         await Promise.all([
           http.close(),
           new Promise<void>((resolve) => {
-            const force = setTimeout(() => grpcServer.forceShutdown(), 2000);
+            // A worker that does not answer (stopped, partitioned) must not hold the shutdown.
+            const force = setTimeout(() => {
+              grpcServer.forceShutdown();
+              resolve();
+            }, 2000);
             grpcServer.tryShutdown(() => {
               clearTimeout(force);
               resolve();
