@@ -66,6 +66,8 @@ export class WorkerAgent {
   private draining = false;
   private stopped = false;
   private everConnected = false;
+  /** The master's heartbeat timeout, as it last said; reconnection must beat it. */
+  private masterHeartbeatTimeoutMs = 15_000;
   private closeConnection: (() => void) | undefined;
   private sendHeartbeatNow: (() => void) | undefined;
   private loop: Promise<void> | undefined;
@@ -161,8 +163,16 @@ export class WorkerAgent {
     });
   }
 
+  /**
+   * Reconnection backoff, capped at a third of the master's heartbeat timeout (and 5 s): a worker
+   * whose master restarts is back before the master gives up on its running tasks.
+   */
+  private newBackoff(): Backoff {
+    return new Backoff({ initialMs: 200, maxMs: Math.max(200, Math.min(5000, Math.floor(this.masterHeartbeatTimeoutMs / 3))) });
+  }
+
   private async connectLoop(): Promise<void> {
-    const backoff = new Backoff({ initialMs: 200, maxMs: 5000 });
+    let backoff = this.newBackoff();
     let index = 0;
     while (!this.stopped) {
       const address = this.options.masters[index % this.options.masters.length]!;
@@ -171,7 +181,7 @@ export class WorkerAgent {
       if (outcome === 'rejected' && !this.everConnected) {
         throw new Error(`the master at ${formatHostPort(address)} rejected this worker's token`);
       }
-      if (outcome === 'established') backoff.reset();
+      if (outcome === 'established') backoff = this.newBackoff();
       else index++;
       const delay = backoff.next();
       this.options.log.info({ master: formatHostPort(address), retryInMs: delay }, 'disconnected from master; reconnecting');
@@ -217,9 +227,12 @@ export class WorkerAgent {
 
       const heartbeat = (): Promise<number> =>
         new Promise((resolveBeat, rejectBeat) => {
-          client.reportStatus(this.statusReport(), this.metadata, { deadline: Date.now() + HEARTBEAT_DEADLINE_MS }, (error, response) =>
-            error ? rejectBeat(error) : resolveBeat(response.heartbeatIntervalMs),
-          );
+          const deadline = Date.now() + HEARTBEAT_DEADLINE_MS;
+          client.reportStatus(this.statusReport(), this.metadata, { deadline }, (error, response) => {
+            if (error) return rejectBeat(error);
+            this.masterHeartbeatTimeoutMs = response.heartbeatTimeoutMs;
+            resolveBeat(response.heartbeatIntervalMs);
+          });
         });
 
       const scheduleHeartbeats = (intervalMs: number): void => {
