@@ -1,6 +1,7 @@
 // The embedded store: one SQLite file behind a group-commit queue. Every write is queued and all
-// writes queued within one turn of the event loop share one transaction (so one WAL append), yet
-// each runs in its own savepoint: it fails alone and its promise settles only after the COMMIT.
+// writes queued within one turn of the event loop share one transaction (so one WAL append); a
+// write that fails, fails alone (see runFast/runIsolated), and every promise settles only after
+// the COMMIT.
 // Reads run directly on the connection; they never see a batch in progress because a batch runs
 // synchronously from BEGIN to COMMIT.
 import Database from 'better-sqlite3';
@@ -32,147 +33,28 @@ import {
   type TaskPage,
   type TaskQuery,
 } from './store.js';
+import {
+  STREAM_CODES,
+  STREAM_NAMES,
+  migrate,
+  parseRecord,
+  nodeToRow,
+  prepareStatements,
+  rowToNode,
+  rowToTask,
+  type NodeRow,
+  type OutputRow,
+  type QueuedRow,
+  type Statements,
+  type TaskRow,
+} from './sqlite-schema.js';
 
-/** MIGRATIONS[n] brings a database from `PRAGMA user_version` n to n + 1. */
-const MIGRATIONS: readonly string[] = [
-  `
-  CREATE TABLE tasks (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, -- FIFO order and list cursor; never reused
-    id TEXT NOT NULL UNIQUE,
-    cmd TEXT,
-    argv_json TEXT,
-    env_json TEXT NOT NULL,
-    cwd TEXT,
-    timeout_ms INTEGER NOT NULL,
-    retries INTEGER NOT NULL,
-    target_node TEXT,
-    labels_json TEXT NOT NULL,
-    idempotency_key TEXT,
-    status TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    assigned_node TEXT,
-    exit_code INTEGER,
-    signal TEXT,
-    error TEXT,
-    cancel_requested INTEGER NOT NULL,
-    output_truncated INTEGER NOT NULL,
-    output_bytes INTEGER NOT NULL,    -- bytes stored for the current attempt, against the cap
-    stdout_received INTEGER NOT NULL, -- bytes received per stream, to skip re-sent chunks
-    stderr_received INTEGER NOT NULL,
-    created_at INTEGER NOT NULL,
-    assigned_at INTEGER,
-    started_at INTEGER,
-    finished_at INTEGER,
-    not_before INTEGER NOT NULL DEFAULT 0 -- a retried task waits until then (ms), for backoff
-  );
-  -- Claims (status = 'queued' by seq) and listing by status. Index entries end with
-  -- the rowid (seq), so (assigned_node, status) also lists a node's tasks of one status in order.
-  CREATE INDEX tasks_status_seq ON tasks (status, seq);
-  CREATE INDEX tasks_node_status ON tasks (assigned_node, status);
-  CREATE INDEX tasks_node_seq ON tasks (assigned_node, seq);
-
-  -- Counts by status, kept by triggers, so metrics need not scan millions of rows.
-  CREATE TABLE task_counts (status TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
-  INSERT INTO task_counts (status, n) VALUES
-    ('queued', 0), ('assigned', 0), ('running', 0), ('succeeded', 0),
-    ('failed', 0), ('cancelled', 0), ('timed_out', 0), ('lost', 0);
-  CREATE TRIGGER tasks_count_insert AFTER INSERT ON tasks BEGIN
-    UPDATE task_counts SET n = n + 1 WHERE status = NEW.status;
-  END;
-  CREATE TRIGGER tasks_count_update AFTER UPDATE OF status ON tasks WHEN OLD.status <> NEW.status BEGIN
-    UPDATE task_counts SET n = n - 1 WHERE status = OLD.status;
-    UPDATE task_counts SET n = n + 1 WHERE status = NEW.status;
-  END;
-  CREATE TRIGGER tasks_count_delete AFTER DELETE ON tasks BEGIN
-    UPDATE task_counts SET n = n - 1 WHERE status = OLD.status;
-  END;
-
-  CREATE TABLE output (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    task_id TEXT NOT NULL REFERENCES tasks (id),
-    attempt INTEGER NOT NULL,
-    stream INTEGER NOT NULL, -- 1 stdout, 2 stderr
-    data BLOB NOT NULL
-  );
-  CREATE INDEX output_task_id ON output (task_id, id);
-
-  CREATE TABLE idempotency (
-    key TEXT PRIMARY KEY,
-    task_ids_json TEXT NOT NULL
-  ) WITHOUT ROWID;
-
-  CREATE TABLE nodes (
-    name TEXT PRIMARY KEY,
-    instance_id TEXT NOT NULL,
-    status TEXT NOT NULL,
-    labels_json TEXT NOT NULL,
-    concurrency INTEGER NOT NULL,
-    running INTEGER NOT NULL,
-    load_average REAL NOT NULL,
-    version TEXT NOT NULL,
-    last_seen_at INTEGER NOT NULL,
-    registered_at INTEGER NOT NULL
-  ) WITHOUT ROWID;
-  `,
-];
 
 /** Attempts that may be given back: assigned, but not yet started on a worker. */
 const ASSIGNED_ONLY: ReadonlySet<TaskStatus> = new Set(['assigned']);
 
 /** Most queued rows one claim examines, so a claim stays cheap however long the queue is. */
 export const CLAIM_SCAN_BUDGET = 4096;
-
-interface TaskRow {
-  seq: number;
-  id: string;
-  cmd: string | null;
-  argv_json: string | null;
-  env_json: string;
-  cwd: string | null;
-  timeout_ms: number;
-  retries: number;
-  target_node: string | null;
-  labels_json: string;
-  idempotency_key: string | null;
-  status: TaskStatus;
-  attempts: number;
-  assigned_node: string | null;
-  exit_code: number | null;
-  signal: string | null;
-  error: string | null;
-  cancel_requested: number;
-  output_truncated: number;
-  output_bytes: number;
-  stdout_received: number;
-  stderr_received: number;
-  created_at: number;
-  assigned_at: number | null;
-  started_at: number | null;
-  finished_at: number | null;
-  not_before: number;
-}
-
-type QueuedRow = Pick<TaskRow, 'seq' | 'target_node' | 'labels_json' | 'not_before'>;
-
-interface OutputRow {
-  id: number;
-  attempt: number;
-  stream: number;
-  data: Buffer;
-}
-
-interface NodeRow {
-  name: string;
-  instance_id: string;
-  status: NodeStatus;
-  labels_json: string;
-  concurrency: number;
-  running: number;
-  load_average: number;
-  version: string;
-  last_seen_at: number;
-  registered_at: number;
-}
 
 interface WriteOp {
   run: () => unknown;
@@ -182,121 +64,6 @@ interface WriteOp {
 
 type OpResult = { ok: true; value: unknown } | { ok: false; error: unknown };
 
-const STREAM_CODES: Record<OutputStreamName, number> = { stdout: 1, stderr: 2 };
-const STREAM_NAMES: Record<number, OutputStreamName> = { 1: 'stdout', 2: 'stderr' };
-
-const TASK_UPDATE_COLUMNS = [
-  'status',
-  'attempts',
-  'assigned_node',
-  'exit_code',
-  'signal',
-  'error',
-  'cancel_requested',
-  'output_truncated',
-  'output_bytes',
-  'stdout_received',
-  'stderr_received',
-  'assigned_at',
-  'started_at',
-  'finished_at',
-  'not_before',
-] as const;
-
-const TASK_INSERT_COLUMNS = [
-  'id',
-  'cmd',
-  'argv_json',
-  'env_json',
-  'cwd',
-  'timeout_ms',
-  'retries',
-  'target_node',
-  'labels_json',
-  'idempotency_key',
-  'created_at',
-  ...TASK_UPDATE_COLUMNS,
-] as const;
-
-const NODE_COLUMNS = [
-  'name',
-  'instance_id',
-  'status',
-  'labels_json',
-  'concurrency',
-  'running',
-  'load_average',
-  'version',
-  'last_seen_at',
-  'registered_at',
-] as const;
-
-const LIST_FROM = `SELECT * FROM tasks WHERE seq < @before`;
-
-function prepareStatements(db: Database.Database) {
-  const insertColumns = TASK_INSERT_COLUMNS.join(', ');
-  const insertValues = TASK_INSERT_COLUMNS.map((column) => `@${column}`).join(', ');
-  return {
-    begin: db.prepare('BEGIN IMMEDIATE'),
-    commit: db.prepare('COMMIT'),
-    rollback: db.prepare('ROLLBACK'),
-    insertTask: db.prepare(`INSERT INTO tasks (${insertColumns}) VALUES (${insertValues})`),
-    updateTask: db.prepare(
-      `UPDATE tasks SET ${TASK_UPDATE_COLUMNS.map((column) => `${column} = @${column}`).join(', ')} WHERE seq = @seq`,
-    ),
-    taskById: db.prepare('SELECT * FROM tasks WHERE id = ?'),
-    getIdempotency: db.prepare('SELECT task_ids_json FROM idempotency WHERE key = ?').pluck(),
-    insertIdempotency: db.prepare('INSERT INTO idempotency (key, task_ids_json) VALUES (?, ?)'),
-    queuedPage: db.prepare(
-      `SELECT seq, target_node, labels_json, not_before FROM tasks WHERE status = 'queued' AND seq > ? ORDER BY seq LIMIT ?`,
-    ),
-    claim: db.prepare(
-      `UPDATE tasks SET status = 'assigned', attempts = attempts + 1, assigned_node = @name, assigned_at = @now,
-         exit_code = NULL, signal = NULL, error = NULL, started_at = NULL, finished_at = NULL,
-         output_truncated = 0, output_bytes = 0, stdout_received = 0, stderr_received = 0, not_before = 0
-       WHERE seq = @seq AND status = 'queued' RETURNING *`,
-    ),
-    insertOutput: db.prepare('INSERT INTO output (task_id, attempt, stream, data) VALUES (?, ?, ?, ?)'),
-    readOutput: db.prepare(
-      `SELECT id, attempt, stream, data FROM output
-       WHERE task_id = @taskId AND id > @afterId
-         AND (@attempt IS NULL OR attempt = @attempt) AND (@stream IS NULL OR stream = @stream)
-       ORDER BY id LIMIT @limit`,
-    ),
-    list: db.prepare(`${LIST_FROM} ORDER BY seq DESC LIMIT @limit`),
-    listByStatus: db.prepare(`${LIST_FROM} AND status = @status ORDER BY seq DESC LIMIT @limit`),
-    listByNode: db.prepare(`${LIST_FROM} AND assigned_node = @node ORDER BY seq DESC LIMIT @limit`),
-    listByNodeStatus: db.prepare(
-      `${LIST_FROM} AND assigned_node = @node AND status = @status ORDER BY seq DESC LIMIT @limit`,
-    ),
-    countByStatus: db.prepare('SELECT status, n FROM task_counts'),
-    activeOn: db.prepare(
-      `SELECT * FROM tasks WHERE assigned_node = ? AND status IN ('assigned', 'running') ORDER BY seq`,
-    ),
-    active: db.prepare(`SELECT * FROM tasks WHERE status IN ('assigned', 'running') ORDER BY seq`),
-    upsertNode: db.prepare(
-      `INSERT OR REPLACE INTO nodes (${NODE_COLUMNS.join(', ')}) VALUES (${NODE_COLUMNS.map((c) => `@${c}`).join(', ')})`,
-    ),
-    setNodeStatus: db.prepare('UPDATE nodes SET status = ? WHERE name = ?'),
-    nodeByName: db.prepare('SELECT * FROM nodes WHERE name = ?'),
-    nodes: db.prepare('SELECT * FROM nodes ORDER BY name'),
-  };
-}
-
-type Statements = ReturnType<typeof prepareStatements>;
-
-function migrate(db: Database.Database): void {
-  const version = db.pragma('user_version', { simple: true }) as number;
-  if (version > MIGRATIONS.length) {
-    throw new Error(`the database has schema version ${version}; this dcli knows up to ${MIGRATIONS.length}`);
-  }
-  for (let next = version; next < MIGRATIONS.length; next++) {
-    db.transaction(() => {
-      db.exec(MIGRATIONS[next]!);
-      db.pragma(`user_version = ${next + 1}`);
-    })();
-  }
-}
 
 export function openSqliteStore(file: string, options: StoreOptions): SqliteStore {
   return new SqliteStore(file, options);
@@ -785,68 +552,4 @@ function parseCursor(cursor: string): number {
 function positiveLimit(limit: number): number {
   if (!Number.isSafeInteger(limit) || limit < 1) throw new ValidationError('limit must be a positive integer');
   return limit;
-}
-
-function parseRecord(json: string): Record<string, string> {
-  return json === '{}' ? {} : (JSON.parse(json) as Record<string, string>);
-}
-
-function rowToTask(row: TaskRow): Task {
-  const task: Task = {
-    id: row.id,
-    env: parseRecord(row.env_json),
-    timeoutMs: row.timeout_ms,
-    retries: row.retries,
-    labels: parseRecord(row.labels_json),
-    status: row.status,
-    attempts: row.attempts,
-    exitCode: row.exit_code,
-    signal: row.signal,
-    error: row.error,
-    cancelRequested: row.cancel_requested === 1,
-    outputTruncated: row.output_truncated === 1,
-    createdAt: row.created_at,
-    assignedAt: row.assigned_at,
-    startedAt: row.started_at,
-    finishedAt: row.finished_at,
-    retryAt: row.not_before === 0 ? null : row.not_before,
-  };
-  if (row.cmd !== null) task.cmd = row.cmd;
-  if (row.argv_json !== null) task.argv = JSON.parse(row.argv_json) as string[];
-  if (row.cwd !== null) task.cwd = row.cwd;
-  if (row.target_node !== null) task.node = row.target_node;
-  if (row.idempotency_key !== null) task.idempotencyKey = row.idempotency_key;
-  if (row.assigned_node !== null) task.assignedNode = row.assigned_node;
-  return task;
-}
-
-function nodeToRow(node: NodeInfo): NodeRow {
-  return {
-    name: node.name,
-    instance_id: node.instanceId,
-    status: node.status,
-    labels_json: JSON.stringify(node.labels),
-    concurrency: node.concurrency,
-    running: node.running,
-    load_average: node.loadAverage,
-    version: node.version,
-    last_seen_at: node.lastSeenAt,
-    registered_at: node.registeredAt,
-  };
-}
-
-function rowToNode(row: NodeRow): NodeInfo {
-  return {
-    id: row.name,
-    name: row.name,
-    instanceId: row.instance_id,
-    status: row.status,
-    labels: parseRecord(row.labels_json),
-    concurrency: row.concurrency,
-    running: row.running,
-    loadAverage: row.load_average,
-    version: row.version,
-    lastSeenAt: row.last_seen_at,
-    registeredAt: row.registered_at,
-  };
 }
