@@ -64,6 +64,8 @@ export interface StormReport {
   retriedTwice: number;
   /** Lost although their worker was not killed while it held them (e.g. it reconnected too late). */
   lostOnLiveWorker: string[];
+  /** Why tasks were lost (their error, worker names left out), how many each. */
+  lostReasons: Record<string, number>;
   masterKills: number;
   workerKills: number;
   submitRetries: number;
@@ -334,6 +336,7 @@ class Storm {
       succeededWithoutRun: [],
       retriedTwice: 0,
       lostOnLiveWorker: [],
+      lostReasons: {},
       masterKills: this.masterKills,
       workerKills: this.workerKills,
       submitRetries: this.submitRetries,
@@ -355,7 +358,11 @@ class Storm {
       if (retries > 0 && ran > 1) report.retriedTwice++;
       if (ran > task.attempts) report.ranMoreThanAttempts.push(id);
       if (task.status === 'succeeded' && ran === 0) report.succeededWithoutRun.push(id);
-      if (task.status === 'lost' && !this.killDuring(task)) report.lostOnLiveWorker.push(id);
+      if (task.status === 'lost') {
+        const reason = (task.error ?? '(none)').replace(/storm-\d+/g, 'W');
+        report.lostReasons[reason] = (report.lostReasons[reason] ?? 0) + 1;
+        if (!this.killDuring(task)) report.lostOnLiveWorker.push(id);
+      }
     }
     report.succeeded = statuses.succeeded ?? 0;
     report.lost = statuses.lost ?? 0;
@@ -407,7 +414,8 @@ export function formatReport(report: StormReport): string {
     `final statuses        ${JSON.stringify(report.statuses)}`,
     `succeeded             ${report.succeeded}`,
     `lost                  ${report.lost}`,
-    `  of which worker alive ${list(report.lostOnLiveWorker)}`,
+    `  worker not killed    ${list(report.lostOnLiveWorker)}`,
+    `  reasons             ${JSON.stringify(report.lostReasons)}`,
     `run twice (retries 0) ${list(report.runTwice)}`,
     `ran > attempts        ${list(report.ranMoreThanAttempts)}`,
     `succeeded, never ran  ${list(report.succeededWithoutRun)}`,
