@@ -119,4 +119,13 @@ it('output past --max-output is cut and ends with the truncation marker', async 
   expect(kept).toMatch(/^a+$/);
   expect(kept.length).toBeGreaterThanOrEqual(cap - marker.length);
   expect((await capped.task(task.id)).outputTruncated).toBe(true);
-}, 120_000);
+
+  // One 100 MB line with no newline: the worker streams it without buffering the line, drops
+  // what is past the cap, and the master stays healthy.
+  const longLine = await capped.submit({ cmd: `head -c 100000000 /dev/zero | tr '\\0' b` });
+  expect(await capped.waitForTask(longLine.id, undefined, 90_000)).toMatchObject({ status: 'succeeded', outputTruncated: true });
+  const lineBody = await capped.logs(longLine.id);
+  expect(lineBody.length).toBeLessThanOrEqual(cap + marker.length);
+  expect(lineBody.subarray(0, 10).toString()).toBe('bbbbbbbbbb');
+  expect(await capped.call('GET', '/healthz')).toHaveStatus(200);
+}, 180_000);
