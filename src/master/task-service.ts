@@ -11,8 +11,8 @@ import type { NodeRegistry } from './registry.js';
 import type { TaskWatch } from './task-watch.js';
 import type { MasterContext } from './context.js';
 
-/** Chunks read from the store per query while streaming output. */
-const OUTPUT_PAGE = 256;
+/** Chunks read from the store per query while streaming output: at most ~2 MiB held per reader. */
+const OUTPUT_PAGE = 32;
 /** Longest a follower sleeps before re-checking the store on its own. */
 const FOLLOW_RECHECK_MS = 1000;
 
