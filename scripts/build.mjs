@@ -1,19 +1,20 @@
 // Bundles the CLI (and the benchmark runner) into single ESM files: one file starts ~2x faster
 // than many tsc outputs. better-sqlite3 stays external because its .node addon cannot be bundled.
 import { build } from 'esbuild';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, renameSync, rmSync } from 'node:fs';
 
 const entries = [
   { in: 'src/cli/main.ts', out: 'dcli' },
   { in: 'bench/main.ts', out: 'bench' },
 ].filter((entry) => existsSync(entry.in));
 
-// Chunk names carry content hashes: start clean so stale chunks never pile up.
-rmSync('dist', { recursive: true, force: true });
+// Chunk names carry content hashes, so each build starts clean; it is written beside dist/ and
+// swapped in at the end, so processes started from dist/ during a build still find their files.
+rmSync('dist.next', { recursive: true, force: true });
 
 await build({
   entryPoints: entries,
-  outdir: 'dist',
+  outdir: 'dist.next',
   bundle: true,
   platform: 'node',
   target: 'node20',
@@ -30,3 +31,5 @@ await build({
   },
   logLevel: 'warning',
 });
+rmSync('dist', { recursive: true, force: true });
+renameSync('dist.next', 'dist');

@@ -57,7 +57,6 @@ export async function startMaster(options: MasterOptions): Promise<MasterHandle>
   });
   const context = { store, registry, dispatcher, watch, metrics, log };
   const liveness = new LivenessMonitor({ ...context, heartbeatTimeoutMs });
-  await liveness.start();
 
   const grpcServer = new grpc.Server(SERVER_OPTIONS);
   grpcServer.addService(
@@ -73,11 +72,15 @@ export async function startMaster(options: MasterOptions): Promise<MasterHandle>
     );
   });
 
+  // The grace given to workers of a previous run starts only now that they can reach us.
+  await liveness.start();
+
   const service = new TaskService(context);
   const http = buildHttpApi({ service, metrics, token, log, storeBacklog: () => store.pendingWrites() });
   try {
     await http.listen({ host: options.host, port: options.httpPort });
   } catch (error) {
+    liveness.stop();
     grpcServer.forceShutdown();
     await store.close();
     throw new Error(`cannot listen for HTTP on port ${options.httpPort}`, { cause: error });
