@@ -142,14 +142,7 @@ export class WorkerAgent {
    * outlive the worker (tasks run in sessions of their own).
    */
   killAllNow(): void {
-    for (const task of this.active.values()) {
-      if (task.run.pid === undefined) continue;
-      try {
-        process.kill(-task.run.pid, 'SIGKILL');
-      } catch {
-        // Already gone.
-      }
-    }
+    for (const task of this.active.values()) task.run.killNow();
   }
 
   private whenIdle(timeoutMs: number): Promise<boolean> {

@@ -52,6 +52,8 @@ export interface RunningTask {
    * error. Idempotent; a no-op once the process has exited.
    */
   cancel(reason: string): void;
+  /** SIGKILL to the whole group at once, without grace: for a worker that must exit now. */
+  killNow(): void;
   /**
    * Flow control: stop/restart reading the child's pipes (the child blocks when a pipe fills).
    * The result waits for all output, so a paused task settles only after resume().
@@ -124,6 +126,10 @@ class TaskProcess implements RunningTask {
 
   cancel(reason: string): void {
     this.stop({ outcome: 'cancelled', reason });
+  }
+
+  killNow(): void {
+    if (this.pid !== undefined) signalGroup(this.pid, 'SIGKILL');
   }
 
   pause(): void {
