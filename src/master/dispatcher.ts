@@ -2,8 +2,7 @@
 // as one pass at a time, triggered by anything that may create work or capacity (a submission,
 // a worker connecting, a task finishing); HTTP never waits for it.
 import type { Logger } from '../core/log.js';
-import type { Task } from '../core/task.js';
-import type { Store } from '../store/store.js';
+import type { ClaimedTask, Store } from '../store/store.js';
 import type { TaskAssignment } from '../../generated/node.js';
 import { attemptKey, freeSlots, type NodeRegistry, type WorkerEntry } from './registry.js';
 
@@ -17,7 +16,7 @@ export class Dispatcher {
     private readonly registry: NodeRegistry,
     private readonly maxOutputBytes: number,
     private readonly log: Logger,
-    private readonly onAssigned: (tasks: Task[]) => void = () => {},
+    private readonly onAssigned: (tasks: ClaimedTask[]) => void = () => {},
   ) {}
 
   /** Asks for a dispatch pass soon; cheap to call often. */
@@ -73,7 +72,7 @@ export class Dispatcher {
     }
   }
 
-  private toAssignment(task: Task): TaskAssignment {
+  private toAssignment(task: ClaimedTask): TaskAssignment {
     return {
       taskId: task.id,
       attempt: task.attempts,

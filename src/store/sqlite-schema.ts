@@ -3,7 +3,7 @@
 import type Database from 'better-sqlite3';
 import type { NodeInfo, NodeStatus } from '../core/node.js';
 import type { Task, TaskStatus } from '../core/task.js';
-import type { OutputStreamName } from './store.js';
+import type { ClaimedTask, OutputStreamName } from './store.js';
 
 /** MIGRATIONS[n] brings a database from `PRAGMA user_version` n to n + 1. */
 export const MIGRATIONS: readonly string[] = [
@@ -43,7 +43,7 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX tasks_node_status ON tasks (assigned_node, status);
   CREATE INDEX tasks_node_seq ON tasks (assigned_node, seq);
 
-  -- Counts by status, kept by triggers, so metrics need not scan millions of rows.
+  -- Counts by status, so metrics need not scan millions of rows (kept by triggers until v2).
   CREATE TABLE task_counts (status TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
   INSERT INTO task_counts (status, n) VALUES
     ('queued', 0), ('assigned', 0), ('running', 0), ('succeeded', 0),
@@ -86,6 +86,16 @@ export const MIGRATIONS: readonly string[] = [
     registered_at INTEGER NOT NULL
   ) WITHOUT ROWID;
   `,
+  // v2, for drain speed: counts are written once per batch by the store, not by a trigger per
+  // status change; the (assigned_node, status) index over every task becomes a partial index
+  // over the active ones, which a finished task leaves and the node's history never enters.
+  `
+  DROP TRIGGER tasks_count_insert;
+  DROP TRIGGER tasks_count_update;
+  DROP TRIGGER tasks_count_delete;
+  DROP INDEX tasks_node_status;
+  CREATE INDEX tasks_active ON tasks (assigned_node, seq) WHERE status IN ('assigned', 'running');
+  `,
 ];
 
 export interface TaskRow {
@@ -118,7 +128,30 @@ export interface TaskRow {
   not_before: number;
 }
 
+export type ClaimedRow = Pick<TaskRow, 'id' | 'attempts' | 'cmd' | 'argv_json' | 'env_json' | 'cwd' | 'timeout_ms'>;
+
 export type QueuedRow = Pick<TaskRow, 'seq' | 'target_node' | 'labels_json' | 'not_before'>;
+
+/** What a worker's report about an attempt reads and may change: a narrow read and write. */
+export type AttemptRow = Pick<
+  TaskRow,
+  | 'seq'
+  | 'id'
+  | 'status'
+  | 'attempts'
+  | 'retries'
+  | 'cancel_requested'
+  | 'exit_code'
+  | 'signal'
+  | 'error'
+  | 'output_truncated'
+  | 'output_bytes'
+  | 'stdout_received'
+  | 'stderr_received'
+  | 'started_at'
+  | 'finished_at'
+  | 'not_before'
+>;
 
 export interface OutputRow {
   id: number;
@@ -161,6 +194,24 @@ export const TASK_UPDATE_COLUMNS = [
   'not_before',
 ] as const;
 
+/** The columns of AttemptRow an attempt event may change (never its worker or attempt number). */
+export const ATTEMPT_UPDATE_COLUMNS = [
+  'status',
+  'exit_code',
+  'signal',
+  'error',
+  'output_truncated',
+  'output_bytes',
+  'stdout_received',
+  'stderr_received',
+  'started_at',
+  'finished_at',
+  'not_before',
+] as const;
+
+/** The output bookkeeping alone: no indexed column, so no index is touched. */
+export const OUTPUT_PROGRESS_COLUMNS = ['output_truncated', 'output_bytes', 'stdout_received', 'stderr_received'] as const;
+
 export const TASK_INSERT_COLUMNS = [
   'id',
   'cmd',
@@ -191,6 +242,8 @@ export const NODE_COLUMNS = [
 
 export const LIST_FROM = `SELECT * FROM tasks WHERE seq < @before`;
 
+const assignments = (columns: readonly string[]): string => columns.map((column) => `${column} = @${column}`).join(', ');
+
 export function prepareStatements(db: Database.Database) {
   const insertColumns = TASK_INSERT_COLUMNS.join(', ');
   const insertValues = TASK_INSERT_COLUMNS.map((column) => `@${column}`).join(', ');
@@ -199,20 +252,17 @@ export function prepareStatements(db: Database.Database) {
     commit: db.prepare('COMMIT'),
     rollback: db.prepare('ROLLBACK'),
     insertTask: db.prepare(`INSERT INTO tasks (${insertColumns}) VALUES (${insertValues})`),
-    updateTask: db.prepare(
-      `UPDATE tasks SET ${TASK_UPDATE_COLUMNS.map((column) => `${column} = @${column}`).join(', ')} WHERE seq = @seq`,
-    ),
+    updateTask: db.prepare(`UPDATE tasks SET ${assignments(TASK_UPDATE_COLUMNS)} WHERE seq = @seq`),
+    updateAttempt: db.prepare(`UPDATE tasks SET ${assignments(ATTEMPT_UPDATE_COLUMNS)} WHERE seq = @seq`),
+    updateOutputProgress: db.prepare(`UPDATE tasks SET ${assignments(OUTPUT_PROGRESS_COLUMNS)} WHERE seq = @seq`),
     taskById: db.prepare('SELECT * FROM tasks WHERE id = ?'),
+    attemptById: db.prepare(
+      `SELECT seq, id, attempts, retries, cancel_requested, ${ATTEMPT_UPDATE_COLUMNS.join(', ')} FROM tasks WHERE id = ?`,
+    ),
     getIdempotency: db.prepare('SELECT task_ids_json FROM idempotency WHERE key = ?').pluck(),
     insertIdempotency: db.prepare('INSERT INTO idempotency (key, task_ids_json) VALUES (?, ?)'),
     queuedPage: db.prepare(
       `SELECT seq, target_node, labels_json, not_before FROM tasks WHERE status = 'queued' AND seq > ? ORDER BY seq LIMIT ?`,
-    ),
-    claim: db.prepare(
-      `UPDATE tasks SET status = 'assigned', attempts = attempts + 1, assigned_node = @name, assigned_at = @now,
-         exit_code = NULL, signal = NULL, error = NULL, started_at = NULL, finished_at = NULL,
-         output_truncated = 0, output_bytes = 0, stdout_received = 0, stderr_received = 0, not_before = 0
-       WHERE seq = @seq AND status = 'queued' RETURNING *`,
     ),
     insertOutput: db.prepare('INSERT INTO output (task_id, attempt, stream, data) VALUES (?, ?, ?, ?)'),
     readOutput: db.prepare(
@@ -227,7 +277,16 @@ export function prepareStatements(db: Database.Database) {
     listByNodeStatus: db.prepare(
       `${LIST_FROM} AND assigned_node = @node AND status = @status ORDER BY seq DESC LIMIT @limit`,
     ),
+    // The one place a claim's effect is written: a new attempt on this worker, starting afresh.
+    claim: db.prepare(
+      `UPDATE tasks SET status = 'assigned', attempts = attempts + 1, assigned_node = @name, assigned_at = @now,
+         exit_code = NULL, signal = NULL, error = NULL, started_at = NULL, finished_at = NULL,
+         output_truncated = 0, output_bytes = 0, stdout_received = 0, stderr_received = 0, not_before = 0
+       WHERE seq = @seq AND status = 'queued'
+       RETURNING id, attempts, cmd, argv_json, env_json, cwd, timeout_ms`,
+    ),
     countByStatus: db.prepare('SELECT status, n FROM task_counts'),
+    addToCount: db.prepare('UPDATE task_counts SET n = n + ? WHERE status = ?'),
     activeOn: db.prepare(
       `SELECT * FROM tasks WHERE assigned_node = ? AND status IN ('assigned', 'running') ORDER BY seq`,
     ),
@@ -286,6 +345,14 @@ export function rowToTask(row: TaskRow): Task {
   if (row.target_node !== null) task.node = row.target_node;
   if (row.idempotency_key !== null) task.idempotencyKey = row.idempotency_key;
   if (row.assigned_node !== null) task.assignedNode = row.assigned_node;
+  return task;
+}
+
+export function rowToClaimedTask(row: ClaimedRow): ClaimedTask {
+  const task: ClaimedTask = { id: row.id, attempts: row.attempts, env: parseRecord(row.env_json), timeoutMs: row.timeout_ms };
+  if (row.cmd !== null) task.cmd = row.cmd;
+  if (row.argv_json !== null) task.argv = JSON.parse(row.argv_json) as string[];
+  if (row.cwd !== null) task.cwd = row.cwd;
   return task;
 }
 

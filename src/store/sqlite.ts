@@ -23,6 +23,7 @@ import {
   type AppliedEvents,
   type AttemptEvent,
   type CancelResult,
+  type ClaimedTask,
   type ClaimRequest,
   type CreateResult,
   type OutputChunk,
@@ -30,6 +31,7 @@ import {
   type OutputStreamName,
   type Store,
   type StoreOptions,
+  type TaskChange,
   type TaskPage,
   type TaskQuery,
 } from './store.js';
@@ -41,7 +43,10 @@ import {
   nodeToRow,
   prepareStatements,
   rowToNode,
+  rowToClaimedTask,
   rowToTask,
+  type AttemptRow,
+  type ClaimedRow,
   type NodeRow,
   type OutputRow,
   type QueuedRow,
@@ -83,6 +88,8 @@ export class SqliteStore implements Store {
    * head. Only a hint: lowered whenever an older task returns to the queue.
    */
   private readonly claimCursors = new Map<string, number>();
+  /** Changes to the counts by status made by the open batch; written to task_counts at its commit. */
+  private countDeltas = new Map<TaskStatus, number>();
 
   constructor(
     file: string,
@@ -153,7 +160,7 @@ export class SqliteStore implements Store {
     return counts;
   }
 
-  claimTasks(request: ClaimRequest, now: number): Promise<Task[]> {
+  claimTasks(request: ClaimRequest, now: number): Promise<ClaimedTask[]> {
     return this.write(() => this.claim(request, now));
   }
 
@@ -202,15 +209,16 @@ export class SqliteStore implements Store {
     return this.write((): CancelResult | undefined => {
       const row = this.row(id);
       if (!row) return undefined;
-      if (row.status === 'queued') {
+      const from = row.status;
+      if (from === 'queued') {
         row.cancel_requested = 1;
         this.end(row, 'cancelled', now);
-        this.save(row);
+        this.save(row, from);
         return { kind: 'cancelled', task: rowToTask(row) };
       }
-      if (ACTIVE_STATUSES.has(row.status)) {
+      if (ACTIVE_STATUSES.has(from)) {
         row.cancel_requested = 1;
-        this.save(row);
+        this.save(row, from);
         return { kind: 'requested', task: rowToTask(row) };
       }
       return { kind: 'ended', task: rowToTask(row) };
@@ -299,9 +307,9 @@ export class SqliteStore implements Store {
    */
   private runFast(batch: WriteOp[]): OpResult[] | undefined {
     try {
-      this.sql.begin.run();
+      this.beginBatch();
       const results = batch.map((op): OpResult => ({ ok: true, value: op.run() }));
-      this.sql.commit.run();
+      this.commitBatch();
       return results;
     } catch {
       if (this.db.inTransaction) this.sql.rollback.run();
@@ -312,9 +320,9 @@ export class SqliteStore implements Store {
   /** Each op in a savepoint, so only a failing op fails; a failed transaction is an Error for all. */
   private runIsolated(batch: WriteOp[]): OpResult[] | Error {
     try {
-      this.sql.begin.run();
+      this.beginBatch();
       const results = batch.map((op) => this.runOp(op));
-      this.sql.commit.run();
+      this.commitBatch();
       return results;
     } catch (error) {
       if (this.db.inTransaction) this.sql.rollback.run();
@@ -323,14 +331,35 @@ export class SqliteStore implements Store {
   }
 
   private runOp(op: WriteOp): OpResult {
+    const countsBefore = new Map(this.countDeltas);
     try {
       return { ok: true, value: this.savepoint(op.run) };
     } catch (error) {
       // Some errors (disk full, I/O) make SQLite drop the whole transaction: then no op of the
       // batch may count as committed.
       if (!this.db.inTransaction) throw error;
+      this.countDeltas = countsBefore;
       return { ok: false, error };
     }
+  }
+
+  private beginBatch(): void {
+    this.countDeltas.clear();
+    this.sql.begin.run();
+  }
+
+  /** The batch's count changes go in with it: one small write per status touched, not per task. */
+  private commitBatch(): void {
+    for (const [status, delta] of this.countDeltas) {
+      if (delta !== 0) this.sql.addToCount.run(delta, status);
+    }
+    this.sql.commit.run();
+  }
+
+  private moveCount(from: TaskStatus | null, to: TaskStatus): void {
+    if (from === to) return;
+    if (from !== null) this.countDeltas.set(from, (this.countDeltas.get(from) ?? 0) - 1);
+    this.countDeltas.set(to, (this.countDeltas.get(to) ?? 0) + 1);
   }
 
   // ---- write ops (run inside a batch) ----
@@ -370,6 +399,7 @@ export class SqliteStore implements Store {
       row.id = newTaskId(now);
       try {
         row.seq = Number(this.sql.insertTask.run(row).lastInsertRowid);
+        this.moveCount(null, row.status);
         return row;
       } catch (error) {
         if (tries >= 3 || !isIdClash(error)) throw error;
@@ -377,7 +407,7 @@ export class SqliteStore implements Store {
     }
   }
 
-  private claim(request: ClaimRequest, now: number): Task[] {
+  private claim(request: ClaimRequest, now: number): ClaimedTask[] {
     if (request.limit <= 0) return [];
     const cursorKey = `${request.name}\n${canonicalJson(request.labels)}`;
     let after = this.claimCursors.get(cursorKey) ?? 0;
@@ -408,29 +438,49 @@ export class SqliteStore implements Store {
       pageSize = Math.min(pageSize * 4, 1024);
     }
     if (ineligibleThrough > 0) this.claimCursors.set(cursorKey, ineligibleThrough);
-    return chosen.map((seq) => rowToTask(this.sql.claim.get({ seq, name: request.name, now }) as TaskRow));
+    return chosen.map((seq) => {
+      const row = this.sql.claim.get({ seq, name: request.name, now }) as ClaimedRow;
+      this.moveCount('queued', 'assigned');
+      return rowToClaimedTask(row);
+    });
   }
 
   private apply(events: AttemptEvent[]): AppliedEvents {
-    // Rows are read once, changed in memory event by event and written once at the end.
-    const rows = new Map<string, TaskRow | undefined>();
-    const changed = new Map<string, TaskRow>();
+    // Each task's attempt state is read once, changed in memory event by event and written once
+    // at the end, touching the status indexes only when its status changed.
+    const rows = new Map<string, AttemptRow | undefined>();
+    const statusBefore = new Map<AttemptRow, TaskStatus>();
+    const changed = new Set<AttemptRow>();
     let stale = 0;
     for (const event of events) {
-      if (!rows.has(event.taskId)) rows.set(event.taskId, this.row(event.taskId));
-      const row = rows.get(event.taskId);
+      let row = rows.get(event.taskId);
+      if (row === undefined && !rows.has(event.taskId)) {
+        row = this.sql.attemptById.get(event.taskId) as AttemptRow | undefined;
+        rows.set(event.taskId, row);
+        if (row) statusBefore.set(row, row.status);
+      }
       if (!row || row.attempts !== event.attempt || !ACTIVE_STATUSES.has(row.status)) {
         stale++;
         continue;
       }
-      if (this.applyEvent(row, event)) changed.set(row.id, row);
+      if (this.applyEvent(row, event)) changed.add(row);
     }
-    for (const row of changed.values()) this.save(row);
-    return { changed: [...changed.values()].map(rowToTask), stale };
+    const changes: TaskChange[] = [];
+    for (const row of changed) {
+      const from = statusBefore.get(row)!;
+      if (row.status === from) {
+        this.sql.updateOutputProgress.run(row);
+      } else {
+        this.sql.updateAttempt.run(row);
+        this.moveCount(from, row.status);
+      }
+      changes.push({ id: row.id, status: row.status });
+    }
+    return { changed: changes, stale };
   }
 
   /** Applies one current-attempt event to its row; false when it changed nothing (a repeat). */
-  private applyEvent(row: TaskRow, event: AttemptEvent): boolean {
+  private applyEvent(row: AttemptRow, event: AttemptEvent): boolean {
     switch (event.kind) {
       case 'started':
         if (row.status !== 'assigned') return false;
@@ -452,7 +502,7 @@ export class SqliteStore implements Store {
   }
 
   /** Stores the part of a chunk not received before, within the task's output cap. */
-  private appendOutput(row: TaskRow, stream: OutputStreamName, offset: number, data: Buffer): boolean {
+  private appendOutput(row: AttemptRow, stream: OutputStreamName, offset: number, data: Buffer): boolean {
     const received = stream === 'stdout' ? row.stdout_received : row.stderr_received;
     const end = offset + data.length;
     if (end <= received) return false;
@@ -483,15 +533,16 @@ export class SqliteStore implements Store {
     for (const ref of refs) {
       const row = this.row(ref.taskId);
       if (!row || row.attempts !== ref.attempt || !allowed.has(row.status)) continue;
+      const from = row.status;
       change(row);
-      this.save(row);
+      this.save(row, from);
       changed.set(row.id, rowToTask(row));
     }
     return [...changed.values()];
   }
 
   /** Back to the queue; a retry (`delayed`) waits out its backoff first. */
-  private requeue(row: TaskRow, delayed: boolean): void {
+  private requeue(row: Pick<TaskRow, 'seq' | 'status' | 'attempts' | 'finished_at' | 'not_before'>, delayed: boolean): void {
     row.status = 'queued';
     row.finished_at = null;
     row.not_before = delayed ? Date.now() + retryDelayMs(row.attempts) : 0;
@@ -500,13 +551,15 @@ export class SqliteStore implements Store {
     }
   }
 
-  private end(row: TaskRow, status: TaskStatus, now: number): void {
+  private end(row: Pick<TaskRow, 'status' | 'finished_at'>, status: TaskStatus, now: number): void {
     row.status = status;
     row.finished_at = now;
   }
 
-  private save(row: TaskRow): void {
+  /** Writes a whole row back; `from` is its status before the change, for the counts. */
+  private save(row: TaskRow, from: TaskStatus): void {
     this.sql.updateTask.run(row);
+    this.moveCount(from, row.status);
   }
 
   // ---- reads ----
@@ -536,7 +589,7 @@ function isRowEligible(row: QueuedRow, worker: ClaimRequest): boolean {
   return row.labels_json === '{}' || isEligible({ labels: parseRecord(row.labels_json) }, worker);
 }
 
-function attemptState(row: TaskRow): Pick<Task, 'attempts' | 'retries' | 'cancelRequested'> {
+function attemptState(row: AttemptRow): Pick<Task, 'attempts' | 'retries' | 'cancelRequested'> {
   return { attempts: row.attempts, retries: row.retries, cancelRequested: row.cancel_requested === 1 };
 }
 

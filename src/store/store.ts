@@ -44,6 +44,9 @@ export interface ClaimRequest {
   limit: number;
 }
 
+/** One attempt handed to a worker: what it needs to run it. */
+export type ClaimedTask = Pick<Task, 'id' | 'attempts' | 'cmd' | 'argv' | 'env' | 'cwd' | 'timeoutMs'>;
+
 /** Something a worker reported about one attempt of a task. */
 export type AttemptEvent =
   | { kind: 'started'; taskId: string; attempt: number; startedAt: number }
@@ -67,9 +70,15 @@ export type AttemptEvent =
       finishedAt: number;
     };
 
+/** A task whose status or output changed, and its status now. */
+export interface TaskChange {
+  id: string;
+  status: TaskStatus;
+}
+
 export interface AppliedEvents {
-  /** Tasks whose status or output changed, as they are now (followers wake up for these). */
-  changed: Task[];
+  /** Tasks whose status or output changed (followers wake up for these). */
+  changed: TaskChange[];
   /** Events refused because they belong to an attempt that is no longer current. */
   stale: number;
 }
@@ -106,7 +115,7 @@ export interface Store {
   countTasks(): Promise<Record<TaskStatus, number>>;
 
   /** Moves up to `limit` eligible queued tasks, oldest first, to `assigned` on that worker. */
-  claimTasks(request: ClaimRequest, now: number): Promise<Task[]>;
+  claimTasks(request: ClaimRequest, now: number): Promise<ClaimedTask[]>;
   /** Applies a worker's reports in order, fenced by attempt, in one transaction. */
   applyEvents(events: AttemptEvent[]): Promise<AppliedEvents>;
   /**

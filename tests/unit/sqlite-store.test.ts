@@ -10,6 +10,7 @@ import type { NodeInfo } from '../../src/core/node.js';
 import type { Task, TaskSpec } from '../../src/core/task.js';
 import { ValidationError } from '../../src/core/validation.js';
 import { CLAIM_SCAN_BUDGET, openSqliteStore, type SqliteStore } from '../../src/store/sqlite.js';
+import { MIGRATIONS } from '../../src/store/sqlite-schema.js';
 import { TRUNCATION_MARKER, type AttemptEvent, type OutputStreamName } from '../../src/store/store.js';
 
 const MiB = 1024 * 1024;
@@ -37,21 +38,31 @@ async function create(overrides: Partial<TaskSpec> = {}): Promise<Task> {
   return tasks[0]!;
 }
 
-/** Claims at a time past any retry backoff (at most a minute), so retried tasks are due. */
+/** Claims at a time past any retry backoff (at most a minute), so retried tasks are due; returns the task as stored. */
 async function claimOne(name = 'w1', labels: Record<string, string> = {}): Promise<Task> {
-  const [task] = await store.claimTasks({ name, labels, limit: 1 }, Date.now() + 61_000);
-  if (!task) throw new Error('nothing claimed');
+  const [claimed] = await store.claimTasks({ name, labels, limit: 1 }, Date.now() + 61_000);
+  if (!claimed) throw new Error('nothing claimed');
+  const task = (await store.getTask(claimed.id))!;
+  expect(claimed).toEqual({ id: task.id, attempts: task.attempts, cmd: task.cmd, env: task.env, timeoutMs: task.timeoutMs });
   return task;
 }
 
-const started = (task: Task): AttemptEvent => ({
+/** Applies events; the changed tasks come back as stored now, each with the status it was reported with. */
+async function applyEvents(events: AttemptEvent[]): Promise<{ changed: Task[]; stale: number }> {
+  const applied = await store.applyEvents(events);
+  const changed = await Promise.all(applied.changed.map(async ({ id }) => (await store.getTask(id))!));
+  expect(changed.map(({ id, status }) => ({ id, status }))).toEqual(applied.changed);
+  return { changed, stale: applied.stale };
+}
+
+const started = (task: Pick<Task, 'id' | 'attempts'>): AttemptEvent => ({
   kind: 'started',
   taskId: task.id,
   attempt: task.attempts,
   startedAt: 1000,
 });
 
-const output = (task: Task, stream: OutputStreamName, offset: number, data: Buffer): AttemptEvent => ({
+const output = (task: Pick<Task, 'id' | 'attempts'>, stream: OutputStreamName, offset: number, data: Buffer): AttemptEvent => ({
   kind: 'output',
   taskId: task.id,
   attempt: task.attempts,
@@ -61,7 +72,7 @@ const output = (task: Task, stream: OutputStreamName, offset: number, data: Buff
 });
 
 const finished = (
-  task: Task,
+  task: Pick<Task, 'id' | 'attempts'>,
   outcome: 'succeeded' | 'failed' | 'cancelled' | 'timed_out',
   exitCode: number | null = outcome === 'succeeded' ? 0 : 1,
 ): AttemptEvent => ({
@@ -74,6 +85,17 @@ const finished = (
   error: null,
   finishedAt: 2000,
 });
+
+/** Counts by status straight from the rows, through a connection of its own. */
+function countRows(path: string): Record<string, number> {
+  const raw = new Database(path, { readonly: true });
+  const counts: Record<string, number> = { queued: 0, assigned: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0, timed_out: 0, lost: 0 };
+  for (const { status, n } of raw.prepare('SELECT status, count(*) AS n FROM tasks GROUP BY status').all() as { status: string; n: number }[]) {
+    counts[status] = n;
+  }
+  raw.close();
+  return counts;
+}
 
 async function storedOutput(taskId: string, streamName?: OutputStreamName, attempt?: number): Promise<Buffer> {
   const chunks = await store.readOutput(taskId, { stream: streamName, attempt, limit: 1_000_000 });
@@ -133,7 +155,7 @@ describe('tasks', () => {
     expect(await store.getTask(task.id)).toEqual(task);
 
     const raw = new Database(file, { readonly: true });
-    expect(raw.pragma('user_version', { simple: true })).toBe(1);
+    expect(raw.pragma('user_version', { simple: true })).toBe(MIGRATIONS.length);
     expect(raw.pragma('journal_mode', { simple: true })).toBe('wal');
     raw.close();
   });
@@ -214,9 +236,9 @@ describe('claims', () => {
     for (let i = 0; i < 5; i++) created.push(await create({ cmd: `echo ${i}` }));
     const claimed = await store.claimTasks({ name: 'w1', labels: {}, limit: 2 }, 1234);
     expect(claimed.map((task) => task.id)).toEqual([created[0]!.id, created[1]!.id]);
-    for (const task of claimed) {
-      expect(task).toMatchObject({ status: 'assigned', attempts: 1, assignedNode: 'w1', assignedAt: 1234 });
-      expect(await store.getTask(task.id)).toEqual(task);
+    for (const [i, task] of claimed.entries()) {
+      expect(task).toEqual({ id: created[i]!.id, attempts: 1, cmd: `echo ${i}`, env: {}, timeoutMs: 0 });
+      expect(await store.getTask(task.id)).toMatchObject({ status: 'assigned', attempts: 1, assignedNode: 'w1', assignedAt: 1234 });
     }
     const rest = await store.claimTasks({ name: 'w2', labels: {}, limit: 10 }, 1234);
     expect(rest.map((task) => task.id)).toEqual(created.slice(2).map((task) => task.id));
@@ -276,13 +298,14 @@ describe('retry backoff', () => {
     const task = await create({ retries: 2 });
     const first = await claimOne();
     const before = Date.now();
-    const { changed } = await store.applyEvents([finished(first, 'failed')]);
+    const { changed } = await applyEvents([finished(first, 'failed')]);
     expect(changed[0]).toMatchObject({ status: 'queued', attempts: 1 });
     const retryAt = changed[0]!.retryAt!;
     expect(retryAt).toBeGreaterThanOrEqual(before + 1000);
     expect(await store.claimTasks({ name: 'w1', labels: {}, limit: 1 }, retryAt - 1)).toEqual([]);
     const [second] = await store.claimTasks({ name: 'w1', labels: {}, limit: 1 }, retryAt);
-    expect(second).toMatchObject({ id: task.id, attempts: 2, retryAt: null });
+    expect(second).toMatchObject({ id: task.id, attempts: 2 });
+    expect(await store.getTask(task.id)).toMatchObject({ status: 'assigned', retryAt: null });
   });
 });
 
@@ -290,22 +313,22 @@ describe('attempt events', () => {
   it('moves a task through running to succeeded', async () => {
     const task = await create();
     const claimed = await claimOne();
-    const first = await store.applyEvents([started(claimed)]);
+    const first = await applyEvents([started(claimed)]);
     expect(first).toEqual({ changed: [expect.objectContaining({ id: task.id, status: 'running', startedAt: 1000 })], stale: 0 });
-    const repeat = await store.applyEvents([started(claimed)]);
+    const repeat = await applyEvents([started(claimed)]);
     expect(repeat).toEqual({ changed: [], stale: 0 });
-    const done = await store.applyEvents([finished(claimed, 'succeeded')]);
+    const done = await applyEvents([finished(claimed, 'succeeded')]);
     expect(done.changed).toEqual([
       expect.objectContaining({ status: 'succeeded', exitCode: 0, finishedAt: 2000, assignedNode: 'w1' }),
     ]);
-    expect(await store.applyEvents([finished(claimed, 'failed')])).toEqual({ changed: [], stale: 1 });
+    expect(await applyEvents([finished(claimed, 'failed')])).toEqual({ changed: [], stale: 1 });
     expect((await store.getTask(task.id))?.status).toBe('succeeded');
   });
 
   it('refuses events of an attempt that is no longer current', async () => {
     await create({ retries: 1 });
     const attempt1 = await claimOne('w1');
-    await store.applyEvents([started(attempt1)]);
+    await applyEvents([started(attempt1)]);
     const lost = await store.loseAttempts([{ taskId: attempt1.id, attempt: 1 }], 'worker vanished', 5);
     expect(lost).toEqual([expect.objectContaining({ status: 'queued', error: 'worker vanished' })]);
     const attempt2 = await claimOne('w2');
@@ -316,20 +339,20 @@ describe('attempt events', () => {
       output(attempt1, 'stdout', 0, Buffer.from('old')),
       finished(attempt1, 'succeeded'),
     ];
-    expect(await store.applyEvents(staleEvents)).toEqual({ changed: [], stale: 3 });
+    expect(await applyEvents(staleEvents)).toEqual({ changed: [], stale: 3 });
     expect(await store.loseAttempts([{ taskId: attempt1.id, attempt: 1 }], 'again', 6)).toEqual([]);
     const current = (await store.getTask(attempt1.id))!;
     expect(current).toMatchObject({ status: 'assigned', attempts: 2, assignedNode: 'w2', startedAt: null, error: null });
     expect(await storedOutput(attempt1.id)).toEqual(Buffer.alloc(0));
 
-    const applied = await store.applyEvents([
+    const applied = await applyEvents([
       output(attempt2, 'stdout', 0, Buffer.from('new')),
       finished(attempt2, 'succeeded'),
     ]);
     expect(applied.stale).toBe(0);
     expect(applied.changed).toEqual([expect.objectContaining({ status: 'succeeded', attempts: 2 })]);
     expect((await storedOutput(attempt1.id)).toString()).toBe('new');
-    expect(await store.applyEvents([started({ ...attempt2, id: '0000000000000000' })])).toEqual({ changed: [], stale: 1 });
+    expect(await applyEvents([started({ ...attempt2, id: '0000000000000000' })])).toEqual({ changed: [], stale: 1 });
   });
 });
 
@@ -347,7 +370,7 @@ describe('output', () => {
       offsets[stream] += data.length;
       expected[stream].push(data);
     }
-    expect(await store.applyEvents(events)).toMatchObject({ stale: 0 });
+    expect(await applyEvents(events)).toMatchObject({ stale: 0 });
     expect(await storedOutput(task.id, 'stdout')).toEqual(Buffer.concat(expected.stdout));
     expect(await storedOutput(task.id, 'stderr')).toEqual(Buffer.concat(expected.stderr));
     expect(await storedOutput(task.id, undefined, 2)).toEqual(Buffer.alloc(0));
@@ -368,13 +391,13 @@ describe('output', () => {
     await create();
     const task = await claimOne();
     const data = randomBytes(40);
-    await store.applyEvents([output(task, 'stdout', 0, data.subarray(0, 10))]);
-    const resent = await store.applyEvents([
+    await applyEvents([output(task, 'stdout', 0, data.subarray(0, 10))]);
+    const resent = await applyEvents([
       output(task, 'stdout', 0, data.subarray(0, 10)),
       output(task, 'stdout', 5, data.subarray(5, 10)),
     ]);
     expect(resent).toEqual({ changed: [], stale: 0 });
-    await store.applyEvents([
+    await applyEvents([
       output(task, 'stdout', 5, data.subarray(5, 20)),
       output(task, 'stdout', 30, data.subarray(30, 40)),
       output(task, 'stdout', 25, data.subarray(25, 35)),
@@ -391,13 +414,13 @@ describe('output', () => {
     const task = await claimOne();
     const out = randomBytes(60);
     const err = randomBytes(60);
-    const applied = await store.applyEvents([output(task, 'stdout', 0, out), output(task, 'stderr', 0, err)]);
+    const applied = await applyEvents([output(task, 'stdout', 0, out), output(task, 'stderr', 0, err)]);
     expect(applied.changed).toEqual([expect.objectContaining({ outputTruncated: true })]);
-    await store.applyEvents([output(task, 'stderr', 60, randomBytes(10)), output(task, 'stdout', 60, randomBytes(10))]);
+    await applyEvents([output(task, 'stderr', 60, randomBytes(10)), output(task, 'stdout', 60, randomBytes(10))]);
     expect(await storedOutput(task.id, 'stdout')).toEqual(out);
     expect(await storedOutput(task.id, 'stderr')).toEqual(Buffer.concat([err.subarray(0, 40), TRUNCATION_MARKER(100)]));
     // Re-sent bytes past the cap stay dropped, and no second marker appears.
-    await store.applyEvents([output(task, 'stdout', 0, out)]);
+    await applyEvents([output(task, 'stdout', 0, out)]);
     const all = await store.readOutput(task.id, { limit: 100 });
     expect(all.map((chunk) => chunk.stream)).toEqual(['stdout', 'stderr', 'stderr']);
   });
@@ -407,10 +430,10 @@ describe('output', () => {
     store = openSqliteStore(file, { maxOutputBytes: 10 });
     await create({ retries: 1 });
     const first = await claimOne();
-    await store.applyEvents([output(first, 'stdout', 0, Buffer.from('0123456789abc')), finished(first, 'failed')]);
+    await applyEvents([output(first, 'stdout', 0, Buffer.from('0123456789abc')), finished(first, 'failed')]);
     const second = await claimOne();
     expect(second.outputTruncated).toBe(false);
-    await store.applyEvents([output(second, 'stdout', 0, Buffer.from('retry'))]);
+    await applyEvents([output(second, 'stdout', 0, Buffer.from('retry'))]);
     expect((await storedOutput(second.id, 'stdout', 2)).toString()).toBe('retry');
     expect((await storedOutput(second.id, 'stdout', 1)).toString()).toBe(`0123456789${TRUNCATION_MARKER(10).toString()}`);
   });
@@ -420,13 +443,13 @@ describe('retries and lost attempts', () => {
   it('re-queues a failed attempt while retries remain, then fails', async () => {
     await create({ retries: 1 });
     const first = await claimOne('w1');
-    const afterFirst = await store.applyEvents([started(first), finished(first, 'failed', 3)]);
+    const afterFirst = await applyEvents([started(first), finished(first, 'failed', 3)]);
     expect(afterFirst.changed).toEqual([
       expect.objectContaining({ status: 'queued', attempts: 1, exitCode: 3, finishedAt: null }),
     ]);
     const second = await claimOne('w2');
     expect(second).toMatchObject({ id: first.id, attempts: 2, exitCode: null, assignedNode: 'w2' });
-    const afterSecond = await store.applyEvents([finished(second, 'failed', 4)]);
+    const afterSecond = await applyEvents([finished(second, 'failed', 4)]);
     expect(afterSecond.changed).toEqual([
       expect.objectContaining({ status: 'failed', attempts: 2, exitCode: 4, finishedAt: 2000 }),
     ]);
@@ -466,7 +489,7 @@ describe('retries and lost attempts', () => {
     const b = await create();
     const c = await create();
     await store.claimTasks({ name: 'w1', labels: {}, limit: 3 }, 0);
-    await store.applyEvents([started({ ...b, attempts: 1 })]);
+    await applyEvents([started({ ...b, attempts: 1 })]);
     await store.requestCancel(c.id, 0);
     const changed = await store.requeueAttempts([
       { taskId: a.id, attempt: 1 },
@@ -498,7 +521,7 @@ describe('cancellation', () => {
       task: expect.objectContaining({ status: 'assigned', cancelRequested: true, finishedAt: null }),
     });
     // A killed attempt that reports failure is not retried once a cancel is pending.
-    const done = await store.applyEvents([finished(claimed, 'failed', 143)]);
+    const done = await applyEvents([finished(claimed, 'failed', 143)]);
     expect(done.changed).toEqual([expect.objectContaining({ status: 'failed', exitCode: 143 })]);
 
     expect(await store.requestCancel(active.id, 70)).toEqual({
@@ -512,7 +535,7 @@ describe('cancellation', () => {
     await create();
     const task = await claimOne();
     await store.requestCancel(task.id, 0);
-    const done = await store.applyEvents([finished(task, 'cancelled', null)]);
+    const done = await applyEvents([finished(task, 'cancelled', null)]);
     expect(done.changed).toEqual([expect.objectContaining({ status: 'cancelled', cancelRequested: true })]);
   });
 });
@@ -568,9 +591,47 @@ describe('queries', () => {
     });
     for (let i = 0; i < 4; i++) await create();
     const task = await claimOne();
-    await store.applyEvents([started(task)]);
+    await applyEvents([started(task)]);
     await claimOne();
     expect(await store.countTasks()).toMatchObject({ queued: 2, assigned: 1, running: 1, succeeded: 0 });
+  });
+
+  it('keeps the counts equal to the rows through every kind of change', async () => {
+    const [a, b, c, d, e] = [await create({ retries: 1 }), await create(), await create(), await create(), await create()];
+    await store.claimTasks({ name: 'w1', labels: {}, limit: 4 }, Date.now());
+    await applyEvents([started({ id: a.id, attempts: 1 }), finished({ id: a.id, attempts: 1 }, 'failed')]);
+    await applyEvents([finished({ id: b.id, attempts: 1 }, 'succeeded')]);
+    await store.loseAttempts([{ taskId: c.id, attempt: 1 }], 'gone', 1);
+    await store.requeueAttempts([{ taskId: d.id, attempt: 1 }]);
+    await store.requestCancel(e.id, 1);
+    await store.requestCancel(d.id, 1);
+    expect(await store.countTasks()).toEqual(countRows(file));
+    expect(await store.countTasks()).toMatchObject({ queued: 1, succeeded: 1, lost: 1, cancelled: 2 });
+  });
+
+  it('carries the counts kept by a version 1 database through its migration', async () => {
+    const oldFile = join(dir, 'v1.db');
+    const v1 = new Database(oldFile);
+    v1.exec(MIGRATIONS[0]!);
+    v1.pragma('user_version = 1');
+    const insert = v1.prepare(
+      `INSERT INTO tasks (id, env_json, timeout_ms, retries, labels_json, status, attempts, cancel_requested,
+         output_truncated, output_bytes, stdout_received, stderr_received, created_at)
+       VALUES (?, '{}', 0, 0, '{}', ?, 0, 0, 0, 0, 0, 0, 0)`,
+    );
+    insert.run('aaaaaaaaaaaaaaaa', 'queued');
+    insert.run('bbbbbbbbbbbbbbbb', 'succeeded');
+    v1.close();
+    const migrated = openSqliteStore(oldFile, { maxOutputBytes: MiB });
+    try {
+      expect(await migrated.countTasks()).toMatchObject({ queued: 1, succeeded: 1 });
+      await migrated.createTasks([spec()]);
+      await migrated.claimTasks({ name: 'w1', labels: {}, limit: 1 }, Date.now());
+      expect(await migrated.countTasks()).toEqual(countRows(oldFile));
+      expect(await migrated.countTasks()).toMatchObject({ queued: 1, assigned: 1, succeeded: 1 });
+    } finally {
+      await migrated.close();
+    }
   });
 
   it('lists active tasks, per worker and overall', async () => {
@@ -578,7 +639,7 @@ describe('queries', () => {
     const a = await claimOne('a');
     const b = await claimOne('b');
     const done = await claimOne('a');
-    await store.applyEvents([finished(done, 'succeeded')]);
+    await applyEvents([finished(done, 'succeeded')]);
     expect((await store.activeTasksOn('a')).map((task) => task.id)).toEqual([a.id]);
     expect((await store.activeTasks()).map((task) => task.id)).toEqual([a.id, b.id]);
     expect(await store.activeTasksOn('nobody')).toEqual([]);
