@@ -439,9 +439,9 @@ export class SqliteStore implements Store {
     }
     if (ineligibleThrough > 0) this.claimCursors.set(cursorKey, ineligibleThrough);
     return chosen.map((seq) => {
-      const row = this.sql.claim.get({ seq, name: request.name, now }) as ClaimedRow;
+      this.sql.claim.run({ seq, name: request.name, now });
       this.moveCount('queued', 'assigned');
-      return rowToClaimedTask(row);
+      return rowToClaimedTask(this.sql.claimedBySeq.get(seq) as ClaimedRow);
     });
   }
 
