@@ -86,6 +86,13 @@ export const MIGRATIONS: readonly string[] = [
     registered_at INTEGER NOT NULL
   ) WITHOUT ROWID;
   `,
+  `
+  -- Large output pieces live in segment files beside the database (output-segments.ts): such a
+  -- row has an empty data and says where its bytes are. segment is NULL for bytes kept in data.
+  ALTER TABLE output ADD COLUMN segment INTEGER;
+  ALTER TABLE output ADD COLUMN segment_position INTEGER;
+  ALTER TABLE output ADD COLUMN segment_length INTEGER;
+  `,
 ];
 
 export interface TaskRow {
@@ -125,6 +132,9 @@ export interface OutputRow {
   attempt: number;
   stream: number;
   data: Buffer;
+  segment: number | null;
+  segment_position: number | null;
+  segment_length: number | null;
 }
 
 export interface NodeRow {
@@ -215,8 +225,12 @@ export function prepareStatements(db: Database.Database) {
        WHERE seq = @seq AND status = 'queued' RETURNING *`,
     ),
     insertOutput: db.prepare('INSERT INTO output (task_id, attempt, stream, data) VALUES (?, ?, ?, ?)'),
+    insertSegmentOutput: db.prepare(
+      `INSERT INTO output (task_id, attempt, stream, data, segment, segment_position, segment_length)
+       VALUES (?, ?, ?, x'', ?, ?, ?)`,
+    ),
     readOutput: db.prepare(
-      `SELECT id, attempt, stream, data FROM output
+      `SELECT id, attempt, stream, data, segment, segment_position, segment_length FROM output
        WHERE task_id = @taskId AND id > @afterId
          AND (@attempt IS NULL OR attempt = @attempt) AND (@stream IS NULL OR stream = @stream)
        ORDER BY id LIMIT @limit`,
