@@ -30,6 +30,9 @@ export interface SegmentLocation {
 /** A segment is closed for writing once it holds this much; the next piece opens a new one. */
 const SEGMENT_MAX_BYTES = 1024 * 1024 * 1024;
 
+/** Read descriptors kept open; past this many, the least recently opened is closed. */
+const MAX_OPEN_READERS = 64;
+
 const SEGMENT_NAME = /^([0-9]{8,})\.seg$/;
 
 const segmentName = (segment: number): string => `${String(segment).padStart(8, '0')}.seg`;
@@ -97,9 +100,18 @@ export class OutputSegments {
       closeSync(this.writer.fd);
       this.writer = undefined;
     }
-    const segment = this.nextSegment++;
-    const fd = openSync(join(this.dir, segmentName(segment)), 'wx', 0o600);
-    // The new file's directory entry must be as durable as the bytes written into it.
+    let segment = this.nextSegment++;
+    let fd: number | undefined;
+    while (fd === undefined) {
+      try {
+        fd = openSync(join(this.dir, segmentName(segment)), 'wx', 0o600);
+      } catch (error) {
+        // Another store on the same database took this number: bytes are never shared.
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+        segment = this.nextSegment++;
+      }
+    }
+    // Its directory entry must survive an OS crash as well as its bytes do once they are synced.
     const dirFd = openSync(this.dir, 'r');
     try {
       fsyncSync(dirFd);
@@ -112,6 +124,11 @@ export class OutputSegments {
   private reader(segment: number): number {
     let fd = this.readers.get(segment);
     if (fd === undefined) {
+      if (this.readers.size >= MAX_OPEN_READERS) {
+        const [oldest, oldestFd] = this.readers.entries().next().value!;
+        this.readers.delete(oldest);
+        closeSync(oldestFd);
+      }
       fd = openSync(join(this.dir, segmentName(segment)), 'r');
       this.readers.set(segment, fd);
     }

@@ -465,6 +465,27 @@ describe('output', () => {
       expect(await storedOutput(task.id, 'stdout')).toEqual(Buffer.concat([first, second]));
     });
 
+    it('stay readable across many store openings (more segments than it keeps open), each with a segment of its own', async () => {
+      await create();
+      const task = await claimOne();
+      const pieces = Array.from({ length: 66 }, () => randomBytes(16 * 1024));
+      for (const [i, piece] of pieces.entries()) {
+        await store.applyEvents([output(task, 'stdout', i * piece.length, piece)]);
+        await store.close();
+        store = openSqliteStore(file, { maxOutputBytes: MiB * 2 });
+      }
+      expect(segmentFiles()).toHaveLength(66);
+      // A second store on the same database (never done on purpose) writes to segments of its own.
+      const other = openSqliteStore(file, { maxOutputBytes: MiB * 2 });
+      const more = randomBytes(16 * 1024);
+      await other.applyEvents([output(task, 'stdout', 66 * more.length, more)]);
+      const last = randomBytes(16 * 1024);
+      await store.applyEvents([output(task, 'stdout', 67 * last.length, last)]);
+      await other.close();
+      expect(segmentFiles()).toHaveLength(68);
+      expect(await storedOutput(task.id, 'stdout')).toEqual(Buffer.concat([...pieces, more, last]));
+    });
+
     it('join the output a database of schema version 1 already holds', async () => {
       await store.close();
       rmSync(dir, { recursive: true, force: true });
