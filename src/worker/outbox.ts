@@ -187,7 +187,13 @@ const batchWriter = new BinaryWriter();
  * more: with output-heavy tasks that was the worker's largest cost, mostly in the garbage collector.
  */
 export function serializeBatch(request: ReportTaskEventsRequest): Buffer {
-  const bytes = ReportTaskEventsRequest.encode(request, batchWriter).finish();
+  let bytes: Uint8Array;
+  try {
+    bytes = ReportTaskEventsRequest.encode(request, batchWriter).finish();
+  } catch (error) {
+    batchWriter.finish(); // resets it, so a half-written message cannot prefix the next one
+    throw error;
+  }
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 

@@ -179,5 +179,8 @@ describe('Outbox', () => {
     expect(first.equals(ReportTaskEventsRequest.encode(large).finish())).toBe(true);
     expect(second.equals(ReportTaskEventsRequest.encode(small).finish())).toBe(true);
     expect(serializeBatch(ReportTaskEventsRequest.decode(first)).equals(first)).toBe(true);
+    // A batch that cannot be encoded leaves nothing behind for the next one.
+    expect(() => serializeBatch({ ...small, events: [{ ...small.events[0]!, attempt: -1 }] })).toThrow();
+    expect(serializeBatch(small).equals(second)).toBe(true);
   });
 });
