@@ -96,6 +96,14 @@ export const MIGRATIONS: readonly string[] = [
   DROP INDEX tasks_node_status;
   CREATE INDEX tasks_active ON tasks (assigned_node, seq) WHERE status IN ('assigned', 'running');
   `,
+  // v3: large output pieces leave the database for segment files.
+  `
+  -- Large output pieces live in segment files beside the database (output-segments.ts): such a
+  -- row has an empty data and says where its bytes are. segment is NULL for bytes kept in data.
+  ALTER TABLE output ADD COLUMN segment INTEGER;
+  ALTER TABLE output ADD COLUMN segment_position INTEGER;
+  ALTER TABLE output ADD COLUMN segment_length INTEGER;
+  `,
 ];
 
 export interface TaskRow {
@@ -158,6 +166,9 @@ export interface OutputRow {
   attempt: number;
   stream: number;
   data: Buffer;
+  segment: number | null;
+  segment_position: number | null;
+  segment_length: number | null;
 }
 
 export interface NodeRow {
@@ -265,8 +276,12 @@ export function prepareStatements(db: Database.Database) {
       `SELECT seq, target_node, labels_json, not_before FROM tasks WHERE status = 'queued' AND seq > ? ORDER BY seq LIMIT ?`,
     ),
     insertOutput: db.prepare('INSERT INTO output (task_id, attempt, stream, data) VALUES (?, ?, ?, ?)'),
+    insertSegmentOutput: db.prepare(
+      `INSERT INTO output (task_id, attempt, stream, data, segment, segment_position, segment_length)
+       VALUES (?, ?, ?, x'', ?, ?, ?)`,
+    ),
     readOutput: db.prepare(
-      `SELECT id, attempt, stream, data FROM output
+      `SELECT id, attempt, stream, data, segment, segment_position, segment_length FROM output
        WHERE task_id = @taskId AND id > @afterId
          AND (@attempt IS NULL OR attempt = @attempt) AND (@stream IS NULL OR stream = @stream)
        ORDER BY id LIMIT @limit`,

@@ -18,6 +18,7 @@ import {
   type TaskStatus,
 } from '../core/task.js';
 import { ValidationError } from '../core/names.js';
+import { OutputSegments } from './output-segments.js';
 import {
   TRUNCATION_MARKER,
   type AppliedEvents,
@@ -58,6 +59,13 @@ import {
 /** Attempts that may be given back: assigned, but not yet started on a worker. */
 const ASSIGNED_ONLY: ReadonlySet<TaskStatus> = new Set(['assigned']);
 
+/**
+ * Output pieces at least this large go to segment files (one pwrite instead of SQLite's two page
+ * by page writes); smaller ones stay in the database, so chatty tasks' many small pieces do not
+ * each cost a system call and a row that points elsewhere.
+ */
+const SEGMENT_MIN_BYTES = 16 * 1024;
+
 /** Most queued rows one claim examines, so a claim stays cheap however long the queue is. */
 export const CLAIM_SCAN_BUDGET = 4096;
 
@@ -77,6 +85,7 @@ export function openSqliteStore(file: string, options: StoreOptions): SqliteStor
 export class SqliteStore implements Store {
   private readonly db: Database.Database;
   private readonly sql: Statements;
+  private readonly segments: OutputSegments;
   /** Runs one write op inside the open batch; better-sqlite3 makes a nested transaction a SAVEPOINT. */
   private readonly savepoint: (run: () => unknown) => unknown;
   private queue: WriteOp[] = [];
@@ -108,6 +117,7 @@ export class SqliteStore implements Store {
     this.db.pragma('temp_store = MEMORY');
     migrate(this.db);
     this.sql = prepareStatements(this.db);
+    this.segments = new OutputSegments(`${file}-output`);
     this.savepoint = this.db.transaction((run: () => unknown) => run());
   }
 
@@ -233,7 +243,12 @@ export class SqliteStore implements Store {
       stream: query.stream === undefined ? null : STREAM_CODES[query.stream],
       limit: positiveLimit(query.limit),
     }) as OutputRow[];
-    return rows.map((row) => ({ id: row.id, attempt: row.attempt, stream: STREAM_NAMES[row.stream]!, data: row.data }));
+    return rows.map((row) => ({
+      id: row.id,
+      attempt: row.attempt,
+      stream: STREAM_NAMES[row.stream]!,
+      data: row.segment === null ? row.data : this.segments.read(row.segment, row.segment_position!, row.segment_length!),
+    }));
   }
 
   upsertNode(node: NodeInfo): Promise<void> {
@@ -263,6 +278,7 @@ export class SqliteStore implements Store {
     this.flush();
     this.db.pragma('optimize');
     this.db.close();
+    this.segments.close();
   }
 
   // ---- group commit ----
@@ -512,10 +528,13 @@ export class SqliteStore implements Store {
     if (row.output_truncated === 1) return true;
     const room = Math.max(0, this.options.maxOutputBytes - row.output_bytes);
     const kept = fresh.length <= room ? fresh : fresh.subarray(0, room);
-    if (kept.length > 0) {
+    if (kept.length >= SEGMENT_MIN_BYTES) {
+      const { segment, position } = this.segments.append(kept);
+      this.sql.insertSegmentOutput.run(row.id, row.attempts, STREAM_CODES[stream], segment, position, kept.length);
+    } else if (kept.length > 0) {
       this.sql.insertOutput.run(row.id, row.attempts, STREAM_CODES[stream], kept);
-      row.output_bytes += kept.length;
     }
+    row.output_bytes += kept.length;
     if (kept.length < fresh.length) {
       this.sql.insertOutput.run(row.id, row.attempts, STREAM_CODES[stream], TRUNCATION_MARKER(this.options.maxOutputBytes));
       row.output_truncated = 1;

@@ -7,6 +7,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   NodeServiceClient,
+  NodeServiceService,
   OutputStream,
   TaskOutcome,
   type AssignTaskResponse,
@@ -21,7 +22,7 @@ import { VERSION } from '../core/version.js';
 import { Backoff } from '../transport/backoff.js';
 import { formatHostPort, type HostPort } from '../transport/address.js';
 import { CHANNEL_OPTIONS, channelCredentials, tokenMetadata, type ClientTlsFiles } from '../transport/grpc.js';
-import { eventKey, Outbox } from './outbox.js';
+import { eventKey, Outbox, serializeBatch } from './outbox.js';
 import { Spool } from './spool.js';
 import { startTask, type RunningTask, type RunResult } from './runner.js';
 
@@ -54,6 +55,12 @@ const OUTCOME_CODES: Record<RunResult['outcome'], TaskOutcome> = {
   timed_out: TaskOutcome.TASK_OUTCOME_TIMED_OUT,
 };
 
+/** The generated client, with event batches serialized by the outbox's cheaper serializer. */
+const WorkerClient = grpc.makeGenericClientConstructor(
+  { ...NodeServiceService, reportTaskEvents: { ...NodeServiceService.reportTaskEvents, requestSerialize: serializeBatch } },
+  NodeServiceClient.serviceName,
+) as unknown as typeof NodeServiceClient;
+
 export class WorkerAgent {
   readonly instanceId = randomUUID();
   private readonly active = new Map<string, ActiveTask>();
@@ -64,6 +71,8 @@ export class WorkerAgent {
   private readonly metadata: grpc.Metadata;
   private readonly credentials: grpc.ChannelCredentials;
   private draining = false;
+  /** The outbox asked to stop reading output: tasks started meanwhile start paused too. */
+  private outputHeld = false;
   private stopped = false;
   private everConnected = false;
   /** The master's heartbeat timeout, as it last said; reconnection must beat it. */
@@ -85,6 +94,7 @@ export class WorkerAgent {
       spool: this.spool,
       spoolLimitBytes: 1024 * 1024 * 1024,
       onPressure: (pressed) => {
+        this.outputHeld = pressed;
         for (const task of this.active.values()) {
           if (pressed) task.run.pause();
           else task.run.resume();
@@ -191,7 +201,7 @@ export class WorkerAgent {
   /** One connection to one master; resolves when it ends, saying how far it got. */
   private session(address: HostPort): Promise<'established' | 'failed' | 'rejected'> {
     const target = formatHostPort(address);
-    const client = new NodeServiceClient(target, this.credentials, CHANNEL_OPTIONS);
+    const client = new WorkerClient(target, this.credentials, CHANNEL_OPTIONS);
     const log = this.options.log.child({ master: target });
     return new Promise((resolve) => {
       let established = false;
@@ -343,6 +353,7 @@ export class WorkerAgent {
       ),
     };
     this.active.set(key, task);
+    if (this.outputHeld) task.run.pause();
     void task.run.result.then((result) => {
       this.active.delete(key);
       this.outbox.push({

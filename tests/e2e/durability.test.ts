@@ -104,6 +104,24 @@ describe('kill -9 of the master', () => {
     expect(sha256(await master.logs(task.id))).toBe(sha256(readFileSync(expected)));
   }, 180_000);
 
+  it('output stored before a kill -9 that hits mid-stream, and the rest after it, is byte-exact', async () => {
+    const go = join(dir, 'go-stream');
+    const expected = join(dir, 'stream.bin');
+    const task = await master.submit({
+      cmd: `head -c 20000000 /dev/urandom | tee ${expected}; ${waitForFileSh(go)}; head -c 40000000 /dev/urandom | tee -a ${expected}`,
+    });
+    await waitFor(async () => (await master.logs(task.id)).length === 20_000_000, { timeoutMs: 60_000, what: 'the first 20 MB stored' });
+    writeFileSync(go, '');
+    // Killed once some of the second part is stored, most likely while more is being written.
+    await waitFor(async () => (await master.logs(task.id)).length > 20_000_000, { timeoutMs: 60_000, intervalMs: 20, what: 'more output stored' });
+    await master.kill9();
+    master = await master.restart();
+
+    const done = await master.waitForTask(task.id, undefined, 90_000);
+    expect(done).toMatchObject({ status: 'succeeded', attempts: 1, outputTruncated: false });
+    expect(sha256(await master.logs(task.id))).toBe(sha256(readFileSync(expected)));
+  }, 180_000);
+
   it('SIGTERM stops the master cleanly (exit 0) and a restart still has every task', async () => {
     const before = await master.allTasks();
     expect(await master.stop()).toEqual({ code: 0, signal: null });

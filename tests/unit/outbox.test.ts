@@ -1,9 +1,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Outbox } from '../../src/worker/outbox.js';
+import { randomBytes } from 'node:crypto';
+import { Outbox, serializeBatch } from '../../src/worker/outbox.js';
 import { Spool } from '../../src/worker/spool.js';
-import { OutputStream, type ReportTaskEventsRequest, type TaskEvent } from '../../generated/node.js';
+import { OutputStream, ReportTaskEventsRequest, type TaskEvent } from '../../generated/node.js';
 
 const output = (offset: number, text: string): TaskEvent => ({
   taskId: 't1',
@@ -106,7 +107,40 @@ describe('Outbox', () => {
     expect(outbox.unfinished.size).toBe(0);
   });
 
-  it('asks for backpressure only when the spool passes its limit', async () => {
+  it('while connected, holds output back at its memory limit instead of spooling it', async () => {
+    const changes: boolean[] = [];
+    const outbox = makeOutbox((pressed) => changes.push(pressed));
+    const sent: ReportTaskEventsRequest[] = [];
+    outbox.connect((batch) => sent.push(batch));
+    const chunks = Array.from({ length: 30 }, (_, i) => `${String(i).padStart(4, '0')}${'x'.repeat(996)}`);
+    chunks.slice(0, 10).forEach((chunk, i) => outbox.push(output(i * 1000, chunk)));
+    expect(changes).toEqual([true]);
+    expect(spools[0]!.isEmpty).toBe(true);
+
+    // Acknowledgements make room: the producers may go on.
+    await nextTick();
+    outbox.acknowledge(sent[sent.length - 1]!.batchId);
+    expect(changes).toEqual([true, false]);
+
+    // Full again, then the master goes away: held-back output may run on into the spool.
+    chunks.slice(10, 20).forEach((chunk, i) => outbox.push(output((10 + i) * 1000, chunk)));
+    expect(changes).toEqual([true, false, true]);
+    await nextTick();
+    outbox.disconnect();
+    expect(changes).toEqual([true, false, true, false]);
+    chunks.slice(20).forEach((chunk, i) => outbox.push(output((20 + i) * 1000, chunk)));
+    expect(spools[0]!.isEmpty).toBe(false);
+
+    const delivered: TaskEvent[] = [];
+    outbox.connect((batch) => {
+      delivered.push(...batch.events);
+      setImmediate(() => outbox.acknowledge(batch.batchId));
+    });
+    await outbox.whenEmpty(10_000);
+    expect(outputText(delivered)).toBe(chunks.slice(10).join(''));
+  });
+
+  it('while disconnected, asks for backpressure only when the spool passes its limit', async () => {
     const changes: boolean[] = [];
     const outbox = makeOutbox((pressed) => changes.push(pressed), 20_000);
     for (let i = 0; i < 10; i++) outbox.push(output(i * 1000, 'x'.repeat(1000)));
@@ -127,5 +161,26 @@ describe('Outbox', () => {
     await nextTick();
     outbox.acknowledge(sent[0]!.batchId);
     await expect(empty).resolves.toBe(true);
+  });
+
+  it('serializes batches as the generated encoder does, each result independent of the next', () => {
+    const batch = (batchId: number, size: number): ReportTaskEventsRequest => ({
+      name: 'w',
+      batchId,
+      events: [
+        { taskId: 't1', attempt: 2, kind: { $case: 'output', output: { stream: OutputStream.OUTPUT_STREAM_STDERR, offset: 5, data: randomBytes(size) } } },
+        finished('t1'),
+      ],
+    });
+    const large = batch(1, 300_000);
+    const small = batch(2, 10);
+    const first = serializeBatch(large);
+    const second = serializeBatch(small);
+    expect(first.equals(ReportTaskEventsRequest.encode(large).finish())).toBe(true);
+    expect(second.equals(ReportTaskEventsRequest.encode(small).finish())).toBe(true);
+    expect(serializeBatch(ReportTaskEventsRequest.decode(first)).equals(first)).toBe(true);
+    // A batch that cannot be encoded leaves nothing behind for the next one.
+    expect(() => serializeBatch({ ...small, events: [{ ...small.events[0]!, attempt: -1 }] })).toThrow();
+    expect(serializeBatch(small).equals(second)).toBe(true);
   });
 });

@@ -1,7 +1,7 @@
 // The SQLite store against a real database file in a temp dir: durability, idempotency, claims,
 // attempt fencing, output handling, retries, cancellation, listing and nodes.
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -423,6 +423,125 @@ describe('output', () => {
     await applyEvents([output(task, 'stdout', 0, out)]);
     const all = await store.readOutput(task.id, { limit: 100 });
     expect(all.map((chunk) => chunk.stream)).toEqual(['stdout', 'stderr', 'stderr']);
+  });
+
+  describe('large pieces, kept in segment files beside the database', () => {
+    const segmentFiles = (): string[] => readdirSync(`${file}-output`).sort();
+    const segmentBytes = (): number => segmentFiles().reduce((sum, name) => sum + statSync(join(`${file}-output`, name)).size, 0);
+
+    it('are stored byte-exact, in order with small pieces, and readable after a reopen', async () => {
+      await create();
+      const task = await claimOne();
+      const sizes = [100_000, 10, 64 * 1024, 16 * 1024, 16 * 1024 - 1, 300_000, 1];
+      const expected: Record<OutputStreamName, Buffer[]> = { stdout: [], stderr: [] };
+      const offsets = { stdout: 0, stderr: 0 };
+      const pieces = sizes.map((size, i) => {
+        const stream: OutputStreamName = i % 2 === 0 ? 'stdout' : 'stderr';
+        const data = randomBytes(size);
+        const event = output(task, stream, offsets[stream], data);
+        offsets[stream] += size;
+        expected[stream].push(data);
+        return event;
+      });
+      // In separate batches and together, so segments hold pieces of several commits.
+      await store.applyEvents(pieces.slice(0, 3));
+      await store.applyEvents(pieces.slice(3));
+      const large = sizes.filter((size) => size >= 16 * 1024).reduce((sum, size) => sum + size, 0);
+      expect(segmentFiles()).toHaveLength(1);
+      expect(segmentBytes()).toBe(large);
+      expect(statSync(file).size).toBeLessThan(large);
+      const all = await store.readOutput(task.id, { limit: 100 });
+      expect(all.map((chunk) => chunk.data.length)).toEqual(sizes);
+
+      await store.close();
+      store = openSqliteStore(file, { maxOutputBytes: MiB });
+      expect(await storedOutput(task.id, 'stdout')).toEqual(Buffer.concat(expected.stdout));
+      expect(await storedOutput(task.id, 'stderr')).toEqual(Buffer.concat(expected.stderr));
+      // A reopened store appends to a new segment.
+      const more = randomBytes(20_000);
+      await store.applyEvents([output(task, 'stdout', offsets.stdout, more)]);
+      expect(segmentFiles()).toHaveLength(2);
+      expect(await storedOutput(task.id, 'stdout')).toEqual(Buffer.concat([...expected.stdout, more]));
+    });
+
+    it('are never read from bytes whose transaction did not commit', async () => {
+      await create();
+      const task = await claimOne();
+      const first = randomBytes(50_000);
+      const second = randomBytes(50_000);
+      // A failing op in the same batch makes the store roll back and re-run the batch op by op:
+      // the piece is written to the segment twice, and only the committed copy is pointed at.
+      const bad = spec({ env: { N: 1n as unknown as string } }); // JSON.stringify throws on a bigint
+      const [applied, refused] = await Promise.allSettled([
+        store.applyEvents([output(task, 'stdout', 0, first)]),
+        store.createTasks([bad]),
+      ]);
+      expect([applied.status, refused.status]).toEqual(['fulfilled', 'rejected']);
+      expect(segmentBytes()).toBe(2 * first.length);
+      // Bytes appended after the last commit, as when the master is killed between the write and
+      // the COMMIT: never pointed at, and not overwritten by the next store either.
+      await store.close();
+      appendFileSync(join(`${file}-output`, segmentFiles()[0]!), randomBytes(1000));
+      store = openSqliteStore(file, { maxOutputBytes: MiB });
+      await store.applyEvents([output(task, 'stdout', first.length, second)]);
+      expect(await storedOutput(task.id, 'stdout')).toEqual(Buffer.concat([first, second]));
+    });
+
+    it('stay readable across many store openings (more segments than it keeps open), each with a segment of its own', async () => {
+      await create();
+      const task = await claimOne();
+      const pieces = Array.from({ length: 66 }, () => randomBytes(16 * 1024));
+      for (const [i, piece] of pieces.entries()) {
+        await store.applyEvents([output(task, 'stdout', i * piece.length, piece)]);
+        await store.close();
+        store = openSqliteStore(file, { maxOutputBytes: MiB * 2 });
+      }
+      expect(segmentFiles()).toHaveLength(66);
+      // A second store on the same database (never done on purpose) writes to segments of its own.
+      const other = openSqliteStore(file, { maxOutputBytes: MiB * 2 });
+      const more = randomBytes(16 * 1024);
+      await other.applyEvents([output(task, 'stdout', 66 * more.length, more)]);
+      const last = randomBytes(16 * 1024);
+      await store.applyEvents([output(task, 'stdout', 67 * last.length, last)]);
+      await other.close();
+      expect(segmentFiles()).toHaveLength(68);
+      expect(await storedOutput(task.id, 'stdout')).toEqual(Buffer.concat([...pieces, more, last]));
+    });
+
+    it('join the output a database of schema version 1 already holds', async () => {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+      dir = mkdtempSync(join(tmpdir(), 'dcli-store-'));
+      file = join(dir, 'dcli.db');
+      const old = new Database(file);
+      old.exec(MIGRATIONS[0]!);
+      old.pragma('user_version = 1');
+      old.exec(`INSERT INTO tasks (id, cmd, env_json, timeout_ms, retries, labels_json, status, attempts, assigned_node,
+          cancel_requested, output_truncated, output_bytes, stdout_received, stderr_received, created_at, started_at)
+        VALUES ('0123456789abcdef', 'old', '{}', 0, 0, '{}', 'running', 1, 'w1', 0, 0, 5, 5, 0, 1, 1)`);
+      old.prepare(`INSERT INTO output (task_id, attempt, stream, data) VALUES ('0123456789abcdef', 1, 1, ?)`).run(Buffer.from('old\n\0'));
+      old.close();
+
+      store = openSqliteStore(file, { maxOutputBytes: MiB });
+      const task = (await store.getTask('0123456789abcdef'))!;
+      const large = randomBytes(40_000);
+      await store.applyEvents([output(task, 'stdout', 5, large)]);
+      expect(await storedOutput(task.id, 'stdout')).toEqual(Buffer.concat([Buffer.from('old\n\0'), large]));
+    });
+
+    it('count against the cap, with the marker after the last kept bytes', async () => {
+      await store.close();
+      store = openSqliteStore(file, { maxOutputBytes: 100_000 });
+      await create();
+      const task = await claimOne();
+      const out = randomBytes(80_000);
+      const more = randomBytes(80_000);
+      await store.applyEvents([output(task, 'stdout', 0, out), output(task, 'stdout', out.length, more)]);
+      expect(await storedOutput(task.id, 'stdout')).toEqual(
+        Buffer.concat([out, more.subarray(0, 20_000), TRUNCATION_MARKER(100_000)]),
+      );
+      expect(segmentBytes()).toBe(100_000);
+    });
   });
 
   it('starts counting afresh for a new attempt', async () => {
