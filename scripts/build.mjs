@@ -1,32 +1,37 @@
 // Bundles dcli into dist/. better-sqlite3 stays external because its .node addon cannot be bundled.
-//   dist/dcli.js       the executable (src/cli/launch.cts): runs dist/cli.js with its code cache
-//   dist/cli.js        the CLI, one CommonJS file (dist/package.json says so)
-//   dist/lazy/*.mjs    what the CLI loads only to run a master or worker (gRPC, fastify, SQLite),
-//                      ESM modules sharing dist/chunks/
+//   dist/dcli.js       the CLI, one CommonJS file (dist/package.json says so)
+//   dist/lazy/*.mjs    what the CLI imports only when it runs a master or worker (gRPC, fastify,
+//                      SQLite), as ESM modules sharing dist/chunks/
 //   dist/bench.mjs     the benchmark runner
 import { build } from 'esbuild';
 import { existsSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { relative, resolve } from 'node:path';
-import { setFlagsFromString } from 'node:v8';
+import { relative } from 'node:path';
 
 const out = 'dist.next';
 const external = ['better-sqlite3', 'pg', 'bullmq', 'ioredis'];
-const commonJs = { bundle: true, platform: 'node', target: 'node20', format: 'cjs', sourcemap: 'linked', external, logLevel: 'warning' };
 
 // Chunk names carry content hashes, so each build starts clean; it is written beside dist/ and
 // swapped in at the end, so processes started from dist/ during a build still find their files.
 rmSync(out, { recursive: true, force: true });
 
 // Every client command pays for loading the CLI, so it is one CommonJS file: Node's CommonJS
-// loader reads and compiles it synchronously, sooner than the ESM loader fetching a file and its
-// chunks. Its dynamic imports of our own modules stay out of it (see lazyModules); they become
-// require() of ES modules, since import() is unavailable in code compiled by node:vm.
+// loader reads and compiles it synchronously, about 10 ms sooner than the ESM loader fetching a
+// file and its chunks. Its dynamic imports of our own modules stay out of it (see lazyModules).
 const lazy = lazyModules();
-await build({ ...commonJs, entryPoints: { cli: 'src/cli/main.ts' }, outdir: out, supported: { 'dynamic-import': false }, plugins: [lazy.plugin] });
-await build({ ...commonJs, entryPoints: { dcli: 'src/cli/launch.cts' }, outdir: out, banner: { js: '#!/usr/bin/env node' } });
+await build({
+  entryPoints: { dcli: 'src/cli/main.ts' },
+  outdir: out,
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'cjs',
+  sourcemap: 'linked',
+  external,
+  plugins: [lazy.plugin],
+  banner: { js: '#!/usr/bin/env node' },
+  logLevel: 'warning',
+});
 writeFileSync(`${out}/package.json`, '{ "type": "commonjs" }\n');
-writeCodeCache(`${out}/dcli.js`);
 
 await build({
   entryPoints: [...lazy.entries(), ...(existsSync('bench/main.ts') ? [{ in: 'bench/main.ts', out: 'bench' }] : [])],
@@ -50,23 +55,9 @@ rmSync('dist', { recursive: true, force: true });
 renameSync(out, 'dist');
 
 /**
- * Writes V8's code cache for the CLI bundle, compiled by the launcher's own compileCli() so the
- * cache matches what it runs. V8 compiles functions on first call, and a cache holds only the
- * compiled ones: compiling with --no-lazy puts every function in. The flag is reset before the
- * cache is made, as V8 rejects a cache made under other flags than the ones it runs with.
- */
-function writeCodeCache(launcher) {
-  const { compileCli, CODE_CACHE_FILE } = createRequire(import.meta.url)(resolve(launcher));
-  setFlagsFromString('--no-lazy');
-  const script = compileCli();
-  setFlagsFromString('--lazy');
-  writeFileSync(CODE_CACHE_FILE, script.createCachedData());
-}
-
-/**
  * An esbuild plugin for the CLI build: `await import('../master/master.js')` of a source file
- * becomes a load of dist/lazy/master/master.mjs, and `entries()` lists the files so loaded, to be
- * built as ESM entry points.
+ * becomes an import of dist/lazy/master/master.mjs, and `entries()` lists the files so imported,
+ * to be built as ESM entry points.
  */
 function lazyModules() {
   const sources = new Map();
