@@ -1,11 +1,11 @@
 // Bundles dcli into dist/. better-sqlite3 stays external because its .node addon cannot be bundled.
 //   dist/dcli.js       the CLI, one CommonJS file (dist/package.json says so)
-//   dist/lazy/*.mjs    what the CLI imports only when it runs a master or worker (gRPC, fastify,
-//                      SQLite), as ESM modules sharing dist/chunks/
+//   dist/lazy/*.mjs    what the CLI imports only to run a master or worker (gRPC, fastify,
+//                      SQLite), ESM modules sharing dist/chunks/
 //   dist/bench.mjs     the benchmark runner
 import { build } from 'esbuild';
 import { existsSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { relative } from 'node:path';
+import { relative, sep } from 'node:path';
 
 const out = 'dist.next';
 const external = ['better-sqlite3', 'pg', 'bullmq', 'ioredis'];
@@ -56,13 +56,13 @@ renameSync(out, 'dist');
 
 /**
  * An esbuild plugin for the CLI build: `await import('../master/master.js')` of a source file
- * becomes an import of dist/lazy/master/master.mjs, and `entries()` lists the files so imported,
+ * becomes an import of dist/lazy/master-master.mjs, and `entries()` lists the files so imported,
  * to be built as ESM entry points.
  */
 function lazyModules() {
-  const sources = new Map();
+  const entryNames = new Map();
   return {
-    entries: () => [...sources].map(([source, name]) => ({ in: source, out: name })),
+    entries: () => [...entryNames].map(([file, name]) => ({ in: file, out: name })),
     plugin: {
       name: 'lazy-modules',
       setup(esbuild) {
@@ -70,8 +70,11 @@ function lazyModules() {
           if (args.kind !== 'dynamic-import' || args.pluginData === 'lazy') return undefined;
           const resolved = await esbuild.resolve(args.path, { kind: args.kind, resolveDir: args.resolveDir, pluginData: 'lazy' });
           if (resolved.errors.length > 0) return { errors: resolved.errors };
-          const name = `lazy/${relative('src', resolved.path).replace(/\.[cm]?[jt]s$/, '')}`;
-          sources.set(resolved.path, name);
+          const inSrc = relative('src', resolved.path);
+          if (inSrc.startsWith('..')) return undefined;
+          // One level below dist/, like the chunks, so import.meta.url-relative paths agree.
+          const name = `lazy/${inSrc.replace(/\.[cm]?[jt]s$/, '').replaceAll(sep, '-')}`;
+          entryNames.set(resolved.path, name);
           return { path: `./${name}.mjs`, external: true };
         });
       },
