@@ -28,7 +28,7 @@ import { submission } from './scenarios/submission.js';
 const SCENARIOS: Scenario[] = [endToEnd, capacity, submission, dispatchLatency, fleet, depth, output, cli];
 
 function usage(message: string): never {
-  process.stderr.write(`bench: ${message}\nusage: node dist/bench.js [--quick] [--only 1,3] [--profile DIR]\n`);
+  process.stderr.write(`bench: ${message}\nusage: node dist/bench.mjs [--quick] [--only 1,3] [--profile DIR]\n`);
   process.exit(2);
 }
 

@@ -1,5 +1,5 @@
 // Real dcli processes for the scenarios: a master on ephemeral loopback ports with a temp data
-// dir, and workers connected to it. This module runs bundled into dist/bench.js, next to the
+// dir, and workers connected to it. This module runs bundled into dist/bench.mjs, next to the
 // dist/dcli.js it starts.
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
