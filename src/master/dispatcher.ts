@@ -39,7 +39,9 @@ export class Dispatcher {
         const workers = this.registry.dispatchable();
         // One cheap count spares a claim per idle worker when there is nothing to hand out.
         if (workers.length === 0 || (await this.store.countTasks()).queued === 0) continue;
-        await Promise.all(workers.map((worker) => this.fill(worker)));
+        const requests = workers.map(({ info }, i) => ({ name: info.name, labels: info.labels, limit: freeSlots(workers[i]!) }));
+        const claimed = await this.store.claimTasks(requests, Date.now());
+        await Promise.all(workers.map((worker, i) => this.deliver(worker, claimed[i]!)));
       } while (this.kickedDuringPass);
     } catch (error) {
       this.log.error({ err: error }, 'dispatch pass failed; retrying');
@@ -49,12 +51,10 @@ export class Dispatcher {
     }
   }
 
-  private async fill(worker: WorkerEntry): Promise<void> {
-    const limit = freeSlots(worker);
-    if (limit === 0) return;
-    const { name, labels } = worker.info;
-    const tasks = await this.store.claimTasks({ name, labels, limit }, Date.now());
+  /** Pushes a worker's newly claimed tasks down its channel; what cannot be sent goes back. */
+  private async deliver(worker: WorkerEntry, tasks: ClaimedTask[]): Promise<void> {
     if (tasks.length === 0) return;
+    const { name } = worker.info;
     const undelivered: { taskId: string; attempt: number }[] = [];
     for (const task of tasks) {
       worker.inFlight.add(attemptKey(task.id, task.attempts));

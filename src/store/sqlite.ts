@@ -75,6 +75,18 @@ interface WriteOp {
   reject: (error: unknown) => void;
 }
 
+/** One worker's part of a claim. */
+interface WorkerClaim {
+  request: ClaimRequest;
+  cursorKey: string;
+  /** Every queued row up to here is known to be ineligible for this worker. */
+  cursor: number;
+  ineligibleThrough: number;
+  /** Met a row it could run, or one waiting: its cursor may move no further. */
+  frozen: boolean;
+  chosen: number[];
+}
+
 type OpResult = { ok: true; value: unknown } | { ok: false; error: unknown };
 
 
@@ -170,8 +182,8 @@ export class SqliteStore implements Store {
     return counts;
   }
 
-  claimTasks(request: ClaimRequest, now: number): Promise<ClaimedTask[]> {
-    return this.write(() => this.claim(request, now));
+  claimTasks(requests: ClaimRequest[], now: number): Promise<ClaimedTask[][]> {
+    return this.write(() => this.claim(requests, now));
   }
 
   applyEvents(events: AttemptEvent[]): Promise<AppliedEvents> {
@@ -423,41 +435,65 @@ export class SqliteStore implements Store {
     }
   }
 
-  private claim(request: ClaimRequest, now: number): ClaimedTask[] {
-    if (request.limit <= 0) return [];
-    const cursorKey = `${request.name}\n${canonicalJson(request.labels)}`;
-    let after = this.claimCursors.get(cursorKey) ?? 0;
-    let ineligibleThrough = after;
+  /**
+   * One walk down the queue for every asking worker: each row goes to the next worker, in turn,
+   * that may run it and has room. Rows ineligible for a worker move its cursor past them, until
+   * a row it could run (taken or not) or one waiting out a retry delay freezes it.
+   */
+  private claim(requests: ClaimRequest[], now: number): ClaimedTask[][] {
+    const claims = requests.map((request): WorkerClaim => {
+      const cursorKey = `${request.name}\n${canonicalJson(request.labels)}`;
+      const cursor = this.claimCursors.get(cursorKey) ?? 0;
+      return { request, cursorKey, cursor, ineligibleThrough: cursor, frozen: false, chosen: [] };
+    });
+    /** Workers with room left, served in turn from `turn`. */
+    const open = claims.filter((claim) => claim.request.limit > 0);
+    let wanted = open.reduce((sum, claim) => sum + claim.request.limit, 0);
+    let unfrozen = open;
+    let turn = 0;
+    let after = Math.min(...open.map((claim) => claim.cursor));
     let budget = CLAIM_SCAN_BUDGET;
-    let pageSize = Math.max(16, request.limit * 2);
-    const chosen: number[] = [];
-    // The cursor may only skip rows that are ineligible for good, not ones waiting out a retry delay.
-    let cursorFrozen = false;
-    scan: while (budget > 0) {
-      const wanted = Math.min(pageSize, budget);
-      const page = this.sql.queuedPage.all(after, wanted) as QueuedRow[];
+    // The first page is just what is wanted: usually the head of the queue is eligible.
+    let pageSize = wanted;
+    scan: while (wanted > 0 && budget > 0) {
+      const pageLimit = Math.min(pageSize, budget);
+      const page = this.sql.queuedPage.all(after, pageLimit) as QueuedRow[];
       budget -= page.length;
       for (const row of page) {
         after = row.seq;
         const waiting = row.not_before > now;
-        if (!waiting && isRowEligible(row, request)) {
-          chosen.push(row.seq);
-          cursorFrozen = true;
-          if (chosen.length === request.limit) break scan;
-        } else if (waiting) {
-          cursorFrozen = true;
-        } else if (!cursorFrozen) {
-          ineligibleThrough = row.seq;
+        for (const claim of unfrozen) {
+          if (row.seq <= claim.cursor) continue;
+          if (waiting || isRowEligible(row, claim.request)) claim.frozen = true;
+          else claim.ineligibleThrough = row.seq;
+        }
+        unfrozen = unfrozen.filter((claim) => !claim.frozen);
+        if (waiting) continue;
+        for (let tried = 0; tried < open.length; tried++) {
+          const at = (turn + tried) % open.length;
+          const claim = open[at]!;
+          if (row.seq <= claim.cursor || !isRowEligible(row, claim.request)) continue;
+          claim.chosen.push(row.seq);
+          if (claim.chosen.length < claim.request.limit) {
+            turn = at + 1;
+          } else {
+            open.splice(at, 1);
+            turn = at;
+          }
+          if (--wanted === 0) break scan;
+          break;
         }
       }
-      if (page.length < wanted) break;
-      pageSize = Math.min(pageSize * 4, 1024);
+      if (page.length < pageLimit) break;
+      pageSize = Math.min(Math.max(pageSize, 16) * 4, 1024);
     }
-    if (ineligibleThrough > 0) this.claimCursors.set(cursorKey, ineligibleThrough);
-    return chosen.map((seq) => {
-      this.sql.claim.run({ seq, name: request.name, now });
-      this.moveCount('queued', 'assigned');
-      return rowToClaimedTask(this.sql.claimedBySeq.get(seq) as ClaimedRow);
+    return claims.map((claim) => {
+      if (claim.ineligibleThrough > claim.cursor) this.claimCursors.set(claim.cursorKey, claim.ineligibleThrough);
+      return claim.chosen.map((seq) => {
+        this.sql.claim.run({ seq, name: claim.request.name, now });
+        this.moveCount('queued', 'assigned');
+        return rowToClaimedTask(this.sql.claimedBySeq.get(seq) as ClaimedRow);
+      });
     });
   }
 

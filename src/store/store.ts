@@ -114,8 +114,11 @@ export interface Store {
   /** Counts of tasks by status, for metrics and the dashboard. */
   countTasks(): Promise<Record<TaskStatus, number>>;
 
-  /** Moves up to `limit` eligible queued tasks, oldest first, to `assigned` on that worker. */
-  claimTasks(request: ClaimRequest, now: number): Promise<ClaimedTask[]>;
+  /**
+   * Moves eligible queued tasks, oldest first, to `assigned`: up to `limit` to each worker asking,
+   * shared out in turn. One call per dispatch pass, so a store claims for a whole fleet at once.
+   */
+  claimTasks(requests: ClaimRequest[], now: number): Promise<ClaimedTask[][]>;
   /** Applies a worker's reports in order, fenced by attempt, in one transaction. */
   applyEvents(events: AttemptEvent[]): Promise<AppliedEvents>;
   /**

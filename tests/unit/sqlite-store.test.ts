@@ -11,7 +11,7 @@ import type { Task, TaskSpec } from '../../src/core/task.js';
 import { ValidationError } from '../../src/core/validation.js';
 import { CLAIM_SCAN_BUDGET, openSqliteStore, type SqliteStore } from '../../src/store/sqlite.js';
 import { MIGRATIONS } from '../../src/store/sqlite-schema.js';
-import { TRUNCATION_MARKER, type AttemptEvent, type OutputStreamName } from '../../src/store/store.js';
+import { TRUNCATION_MARKER, type AttemptEvent, type ClaimedTask, type ClaimRequest, type OutputStreamName } from '../../src/store/store.js';
 
 const MiB = 1024 * 1024;
 let dir: string;
@@ -38,9 +38,16 @@ async function create(overrides: Partial<TaskSpec> = {}): Promise<Task> {
   return tasks[0]!;
 }
 
+/** One worker's claim. */
+async function claimFor(request: ClaimRequest, now: number): Promise<ClaimedTask[]> {
+  const claimed = await store.claimTasks([request], now);
+  expect(claimed).toHaveLength(1);
+  return claimed[0]!;
+}
+
 /** Claims at a time past any retry backoff (at most a minute), so retried tasks are due; returns the task as stored. */
 async function claimOne(name = 'w1', labels: Record<string, string> = {}): Promise<Task> {
-  const [claimed] = await store.claimTasks({ name, labels, limit: 1 }, Date.now() + 61_000);
+  const [claimed] = await claimFor({ name, labels, limit: 1 }, Date.now() + 61_000);
   if (!claimed) throw new Error('nothing claimed');
   const task = (await store.getTask(claimed.id))!;
   expect(claimed).toEqual({ id: task.id, attempts: task.attempts, cmd: task.cmd, env: task.env, timeoutMs: task.timeoutMs });
@@ -234,34 +241,71 @@ describe('claims', () => {
   it('hands out the oldest queued tasks first, up to the limit', async () => {
     const created = [];
     for (let i = 0; i < 5; i++) created.push(await create({ cmd: `echo ${i}` }));
-    const claimed = await store.claimTasks({ name: 'w1', labels: {}, limit: 2 }, 1234);
+    const claimed = await claimFor({ name: 'w1', labels: {}, limit: 2 }, 1234);
     expect(claimed.map((task) => task.id)).toEqual([created[0]!.id, created[1]!.id]);
     for (const [i, task] of claimed.entries()) {
       expect(task).toEqual({ id: created[i]!.id, attempts: 1, cmd: `echo ${i}`, env: {}, timeoutMs: 0 });
       expect(await store.getTask(task.id)).toMatchObject({ status: 'assigned', attempts: 1, assignedNode: 'w1', assignedAt: 1234 });
     }
-    const rest = await store.claimTasks({ name: 'w2', labels: {}, limit: 10 }, 1234);
+    const rest = await claimFor({ name: 'w2', labels: {}, limit: 10 }, 1234);
     expect(rest.map((task) => task.id)).toEqual(created.slice(2).map((task) => task.id));
-    expect(await store.claimTasks({ name: 'w1', labels: {}, limit: 10 }, 1234)).toEqual([]);
-    expect(await store.claimTasks({ name: 'w1', labels: {}, limit: 0 }, 1234)).toEqual([]);
+    expect(await claimFor({ name: 'w1', labels: {}, limit: 10 }, 1234)).toEqual([]);
+    expect(await claimFor({ name: 'w1', labels: {}, limit: 0 }, 1234)).toEqual([]);
   });
 
   it('respects the target node and required labels', async () => {
     const forB = await create({ node: 'b' });
     const gpu = await create({ labels: { gpu: 'yes' } });
     const any = await create();
-    const byA = await store.claimTasks({ name: 'a', labels: { gpu: 'no' }, limit: 10 }, 0);
+    const byA = await claimFor({ name: 'a', labels: { gpu: 'no' }, limit: 10 }, 0);
     expect(byA.map((task) => task.id)).toEqual([any.id]);
-    const byC = await store.claimTasks({ name: 'c', labels: { gpu: 'yes', zone: 'x' }, limit: 10 }, 0);
+    const byC = await claimFor({ name: 'c', labels: { gpu: 'yes', zone: 'x' }, limit: 10 }, 0);
     expect(byC.map((task) => task.id)).toEqual([gpu.id]);
-    const byB = await store.claimTasks({ name: 'b', labels: {}, limit: 10 }, 0);
+    const byB = await claimFor({ name: 'b', labels: {}, limit: 10 }, 0);
     expect(byB.map((task) => task.id)).toEqual([forB.id]);
+  });
+
+  it('shares one claim for many workers out in turn, each within its limit and what it may run', async () => {
+    const plain = await store.createTasks(Array.from({ length: 6 }, (_, i) => spec({ cmd: `echo ${i}` })));
+    const forC = await create({ node: 'c' });
+    const gpu = await create({ labels: { gpu: 'yes' } });
+    const more = await create();
+    const claimed = await store.claimTasks(
+      [
+        { name: 'a', labels: {}, limit: 2 },
+        { name: 'b', labels: { gpu: 'yes' }, limit: 10 },
+        { name: 'c', labels: {}, limit: 3 },
+        { name: 'idle', labels: {}, limit: 0 },
+      ],
+      0,
+    );
+    const ids = (tasks: ClaimedTask[]): string[] => tasks.map((task) => task.id);
+    const [p0, p1, p2, p3, p4, p5] = plain.tasks.map((task) => task.id);
+    // Oldest first, one worker after another; a full worker drops out of the turn.
+    expect(ids(claimed[0]!)).toEqual([p0, p3]);
+    expect(ids(claimed[1]!)).toEqual([p1, p4, gpu.id, more.id]);
+    expect(ids(claimed[2]!)).toEqual([p2, p5, forC.id]);
+    expect(claimed[3]).toEqual([]);
+    for (const [i, name] of ['a', 'b', 'c'].entries()) {
+      for (const task of claimed[i]!) expect(await store.getTask(task.id)).toMatchObject({ status: 'assigned', assignedNode: name });
+    }
+    expect(await store.countTasks()).toMatchObject({ queued: 0, assigned: 9 });
+  });
+
+  it('lets each worker skip the head it cannot run next time, without hiding it from the others', async () => {
+    const forB = await store.createTasks(Array.from({ length: 50 }, () => spec({ node: 'b' })));
+    const any = await create();
+    const first = await store.claimTasks([{ name: 'a', labels: {}, limit: 5 }], 0);
+    expect(first[0]!.map((task) => task.id)).toEqual([any.id]);
+    const both = await store.claimTasks([{ name: 'a', labels: {}, limit: 5 }, { name: 'b', labels: {}, limit: 100 }], 0);
+    expect(both[0]).toEqual([]);
+    expect(both[1]!.map((task) => task.id)).toEqual(forB.tasks.map((task) => task.id));
   });
 
   it('never hands the same task out twice under concurrent claims', async () => {
     await store.createTasks(Array.from({ length: 100 }, (_, i) => spec({ cmd: `echo ${i}` })));
     const claims = await Promise.all(
-      Array.from({ length: 20 }, (_, i) => store.claimTasks({ name: `w${i % 4}`, labels: {}, limit: 10 }, 0)),
+      Array.from({ length: 20 }, (_, i) => claimFor({ name: `w${i % 4}`, labels: {}, limit: 10 }, 0)),
     );
     const ids = claims.flat().map((task) => task.id);
     expect(ids).toHaveLength(100);
@@ -277,7 +321,7 @@ describe('claims', () => {
     // Each claim examines at most CLAIM_SCAN_BUDGET queued tasks; the next one carries on from
     // where the last stopped, so the eligible task is found on the following claim.
     expect(CLAIM_SCAN_BUDGET).toBeLessThan(5000);
-    expect(await store.claimTasks({ name: 'a', labels: {}, limit: 1 }, 0)).toEqual([]);
+    expect(await claimFor({ name: 'a', labels: {}, limit: 1 }, 0)).toEqual([]);
     expect((await claimOne('a')).id).toBe(late.id);
 
     // An older task that returns to the queue is found again, though it sits before that point.
@@ -286,9 +330,9 @@ describe('claims', () => {
 
     // The worker the head is meant for gets it, oldest first; the budget bounds even a big claim.
     const request = { name: 'elsewhere', labels: {}, limit: 5000 };
-    const first = await store.claimTasks(request, 0);
+    const first = await claimFor(request, 0);
     expect(first).toHaveLength(CLAIM_SCAN_BUDGET);
-    const second = await store.claimTasks(request, 0);
+    const second = await claimFor(request, 0);
     expect([...first, ...second].map((task) => task.id)).toEqual(head.tasks.map((task) => task.id));
   });
 });
@@ -302,8 +346,8 @@ describe('retry backoff', () => {
     expect(changed[0]).toMatchObject({ status: 'queued', attempts: 1 });
     const retryAt = changed[0]!.retryAt!;
     expect(retryAt).toBeGreaterThanOrEqual(before + 1000);
-    expect(await store.claimTasks({ name: 'w1', labels: {}, limit: 1 }, retryAt - 1)).toEqual([]);
-    const [second] = await store.claimTasks({ name: 'w1', labels: {}, limit: 1 }, retryAt);
+    expect(await claimFor({ name: 'w1', labels: {}, limit: 1 }, retryAt - 1)).toEqual([]);
+    const [second] = await claimFor({ name: 'w1', labels: {}, limit: 1 }, retryAt);
     expect(second).toMatchObject({ id: task.id, attempts: 2 });
     expect(await store.getTask(task.id)).toMatchObject({ status: 'assigned', retryAt: null });
   });
@@ -577,7 +621,7 @@ describe('retries and lost attempts', () => {
   it('declares an attempt lost: final without retries, queued again with them', async () => {
     const once = await create();
     const twice = await create({ retries: 1 });
-    await store.claimTasks({ name: 'w1', labels: {}, limit: 2 }, 0);
+    await claimFor({ name: 'w1', labels: {}, limit: 2 }, 0);
     const changed = await store.loseAttempts(
       [
         { taskId: once.id, attempt: 1 },
@@ -607,7 +651,7 @@ describe('retries and lost attempts', () => {
     const a = await create();
     const b = await create();
     const c = await create();
-    await store.claimTasks({ name: 'w1', labels: {}, limit: 3 }, 0);
+    await claimFor({ name: 'w1', labels: {}, limit: 3 }, 0);
     await applyEvents([started({ ...b, attempts: 1 })]);
     await store.requestCancel(c.id, 0);
     const changed = await store.requeueAttempts([
@@ -663,7 +707,7 @@ describe('queries', () => {
   it('lists newest first across pages, filtered by status and node', async () => {
     const ids: string[] = [];
     for (let i = 0; i < 7; i++) ids.push((await create({ cmd: `echo ${i}` })).id);
-    await store.claimTasks({ name: 'w1', labels: {}, limit: 2 }, 0); // the two oldest
+    await claimFor({ name: 'w1', labels: {}, limit: 2 }, 0); // the two oldest
     const newestFirst = [...ids].reverse();
 
     const seen: string[] = [];
@@ -717,7 +761,7 @@ describe('queries', () => {
 
   it('keeps the counts equal to the rows through every kind of change', async () => {
     const [a, b, c, d, e] = [await create({ retries: 1 }), await create(), await create(), await create(), await create()];
-    await store.claimTasks({ name: 'w1', labels: {}, limit: 4 }, Date.now());
+    await claimFor({ name: 'w1', labels: {}, limit: 4 }, Date.now());
     await applyEvents([started({ id: a.id, attempts: 1 }), finished({ id: a.id, attempts: 1 }, 'failed')]);
     await applyEvents([finished({ id: b.id, attempts: 1 }, 'succeeded')]);
     await store.loseAttempts([{ taskId: c.id, attempt: 1 }], 'gone', 1);
@@ -745,7 +789,7 @@ describe('queries', () => {
     try {
       expect(await migrated.countTasks()).toMatchObject({ queued: 1, succeeded: 1 });
       await migrated.createTasks([spec()]);
-      await migrated.claimTasks({ name: 'w1', labels: {}, limit: 1 }, Date.now());
+      await migrated.claimTasks([{ name: 'w1', labels: {}, limit: 1 }], Date.now());
       expect(await migrated.countTasks()).toEqual(countRows(oldFile));
       expect(await migrated.countTasks()).toMatchObject({ queued: 1, assigned: 1, succeeded: 1 });
     } finally {
