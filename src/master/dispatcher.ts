@@ -41,7 +41,11 @@ export class Dispatcher {
         if (workers.length === 0 || (await this.store.countTasks()).queued === 0) continue;
         const requests = workers.map(({ info }, i) => ({ name: info.name, labels: info.labels, limit: freeSlots(workers[i]!) }));
         const claimed = await this.store.claimTasks(requests, Date.now());
-        await Promise.all(workers.map((worker, i) => this.deliver(worker, claimed[i]!)));
+        const deliveries: Promise<void>[] = [];
+        workers.forEach((worker, i) => {
+          if (claimed[i]!.length > 0) deliveries.push(this.deliver(worker, claimed[i]!));
+        });
+        await Promise.all(deliveries);
       } while (this.kickedDuringPass);
     } catch (error) {
       this.log.error({ err: error }, 'dispatch pass failed; retrying');
@@ -53,7 +57,6 @@ export class Dispatcher {
 
   /** Pushes a worker's newly claimed tasks down its channel; what cannot be sent goes back. */
   private async deliver(worker: WorkerEntry, tasks: ClaimedTask[]): Promise<void> {
-    if (tasks.length === 0) return;
     const { name } = worker.info;
     const undelivered: { taskId: string; attempt: number }[] = [];
     for (const task of tasks) {

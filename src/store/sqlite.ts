@@ -649,7 +649,10 @@ function attemptState(row: AttemptRow): Pick<Task, 'attempts' | 'retries' | 'can
 }
 
 function canonicalJson(record: Record<string, string>): string {
-  return JSON.stringify(Object.entries(record).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  const entries = Object.entries(record);
+  // Most workers have no labels, and a fleet's claim builds one key per worker on every pass.
+  if (entries.length === 0) return '[]';
+  return JSON.stringify(entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
 function parseCursor(cursor: string): number {
