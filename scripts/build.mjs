@@ -1,6 +1,7 @@
 // Bundles the CLI (and the benchmark runner) into single ESM files: one file starts ~2x faster
 // than many tsc outputs. better-sqlite3 stays external because its .node addon cannot be bundled.
 import { build } from 'esbuild';
+import { spawnSync } from 'node:child_process';
 import { existsSync, renameSync, rmSync } from 'node:fs';
 
 const entries = [
@@ -31,5 +32,15 @@ await build({
   },
   logLevel: 'warning',
 });
+// The worker's process spawner (src/worker/spawner.c): without a C compiler the worker falls back
+// to execa, so a failure here is a warning, not an error.
+const compiler = process.env.CC ?? 'cc';
+const compiled = spawnSync(compiler, ['-O2', '-Wall', '-Wextra', '-o', 'dist.next/dcli-spawner', 'src/worker/spawner.c'], { encoding: 'utf8' });
+if (compiled.error || compiled.status !== 0) {
+  const why = compiled.error?.message ?? compiled.stderr.trim();
+  console.warn(`warning: could not compile the process spawner with ${compiler} (${why}); workers will start tasks with execa, several times slower`);
+} else if (compiled.stderr.trim() !== '') {
+  console.warn(compiled.stderr.trim());
+}
 rmSync('dist', { recursive: true, force: true });
 renameSync('dist.next', 'dist');
