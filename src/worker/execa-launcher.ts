@@ -30,7 +30,7 @@ export const execaLauncher: ProcessLauncher = {
       ['stderr', subprocess.stderr],
     ];
     for (const [name, stream] of streams) stream.on('data', (chunk: Buffer) => observer.output(name, chunk));
-    subprocess.once('exit', (exitCode, signal) => observer.exited(exitCode, signal));
+    subprocess.once('exit', (exitCode, signal) => observer.exited(exitCode, signal, true));
     // Settles after the exit and the end of both pipes.
     subprocess.then(
       () => observer.ended(),

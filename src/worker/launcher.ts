@@ -31,8 +31,11 @@ export interface LaunchObserver {
   /** Nothing runs; `cause` is the error, with the errno name as `code` when there is one. */
   failedToStart(cause: unknown): void;
   output(stream: OutputStream, data: Buffer): void;
-  /** The process has exited; output it left in its pipes may still follow. */
-  exited(exitCode: number | null, signal: string | null): void;
+  /**
+   * The process has exited; output it left in its pipes may still follow. `groupLeft` is false
+   * only when the launcher saw its process group empty (then none can join it any more).
+   */
+  exited(exitCode: number | null, signal: string | null, groupLeft: boolean): void;
   /** No more events; `error` when the launcher lost the process before it was over. */
   ended(error?: string): void;
 }

@@ -24,8 +24,8 @@ const EVENT_EXITED = 4;
 const EVENT_CLOSED = 5;
 /** u32 length, u8 type, u32 task id. */
 const HEADER_BYTES = 9;
-/** The largest payload of any event but OUTPUT (EXITED: two i32). */
-const MAX_SMALL_PAYLOAD = 8;
+/** The largest payload of any event but OUTPUT (EXITED: two i32 and a u8). */
+const MAX_SMALL_PAYLOAD = 9;
 const FAILURE_STAGES = ['change to the working directory', 'execute the program', 'set up the process'];
 
 const SIGNAL_NAMES = new Map(Object.entries(constants.signals).map(([name, number]) => [number, name]));
@@ -145,7 +145,7 @@ class Helper {
     this.nextId = this.nextId === 0xffffffff ? 1 : this.nextId + 1;
     this.tasks.set(id, task);
     this.updateReference();
-    this.send(REQUEST_SPAWN, id, encodeSpawn(request));
+    this.child.stdin!.write(encodeSpawn(id, request));
     return {
       pause: () => {
         if (task.paused || !this.tasks.has(id)) return;
@@ -166,12 +166,11 @@ class Helper {
     this.child.stdin!.end();
   }
 
-  private send(type: number, id: number, payload?: Buffer): void {
-    const header = Buffer.allocUnsafe(HEADER_BYTES);
-    header.writeUInt32LE(5 + (payload?.length ?? 0), 0);
-    header.writeUInt8(type, 4);
-    header.writeUInt32LE(id, 5);
-    this.child.stdin!.write(payload === undefined ? header : Buffer.concat([header, payload]));
+  /** Sends a request without payload. */
+  private send(type: number, id: number): void {
+    const frame = Buffer.allocUnsafe(HEADER_BYTES);
+    writeHeader(frame, type, id);
+    this.child.stdin!.write(frame);
   }
 
   /** An idle helper must not keep the worker's process alive (it exits on its own then). */
@@ -248,7 +247,8 @@ class Helper {
       case EVENT_EXITED: {
         const exitCode = payload.readInt32LE(0);
         const signal = payload.readInt32LE(4);
-        return task.observer.exited(exitCode >= 0 ? exitCode : null, signal > 0 ? (SIGNAL_NAMES.get(signal) ?? `SIG${signal}`) : null);
+        const signalName = signal > 0 ? (SIGNAL_NAMES.get(signal) ?? `SIG${signal}`) : null;
+        return task.observer.exited(exitCode >= 0 ? exitCode : null, signalName, payload[8] === 1);
       }
       case EVENT_CLOSED:
         this.forget(id);
@@ -285,15 +285,22 @@ class Helper {
   }
 }
 
-/** The SPAWN payload: cwd NUL, u32 argc, args NUL-terminated, u32 envc, NAME=value NUL-terminated. */
-function encodeSpawn(request: LaunchRequest): Buffer {
+function writeHeader(frame: Buffer, type: number, id: number): void {
+  frame.writeUInt32LE(frame.length - 4, 0);
+  frame.writeUInt8(type, 4);
+  frame.writeUInt32LE(id, 5);
+}
+
+/** A SPAWN frame: cwd NUL, u32 argc, args NUL-terminated, u32 envc, NAME=value NUL-terminated. */
+function encodeSpawn(id: number, request: LaunchRequest): Buffer {
   const argv = [request.command.file, ...request.command.args];
   const env = Object.entries(request.env).map(([name, value]) => `${name}=${value}`);
   const strings = [request.cwd ?? '', ...argv, ...env];
-  let bytes = 8;
+  let bytes = HEADER_BYTES + 8;
   for (const text of strings) bytes += Buffer.byteLength(text) + 1;
   const payload = Buffer.allocUnsafe(bytes);
-  let at = 0;
+  writeHeader(payload, REQUEST_SPAWN, id);
+  let at = HEADER_BYTES;
   const putString = (text: string): void => {
     at += payload.write(text, at);
     payload[at++] = 0;

@@ -156,7 +156,7 @@ class TaskProcess implements RunningTask, LaunchObserver {
     this.handlers.onOutput(stream, offset, data);
   }
 
-  exited(exitCode: number | null, signal: string | null): void {
+  exited(exitCode: number | null, signal: string | null, groupLeft: boolean): void {
     this.exitCode = exitCode;
     this.signal = signal;
     this.exitedAt = Date.now();
@@ -165,7 +165,7 @@ class TaskProcess implements RunningTask, LaunchObserver {
     // (`cmd &`) would keep the output pipes open, hold the task's result back and outlive the task
     // as an orphan, so it is killed at once. After a cancel or timeout the grace timer does that
     // instead, so processes still cleaning up after SIGTERM get their full grace.
-    if (this.stopRequest === undefined && this.pid !== undefined) signalGroup(this.pid, 'SIGKILL');
+    if (this.stopRequest === undefined && groupLeft && this.pid !== undefined) signalGroup(this.pid, 'SIGKILL');
   }
 
   ended(error?: string): void {
@@ -173,7 +173,7 @@ class TaskProcess implements RunningTask, LaunchObserver {
     // A process the launcher lost track of must not run on unwatched.
     if (error !== undefined && this.exitedAt === undefined && this.pid !== undefined) signalGroup(this.pid, 'SIGKILL');
     // Once the group is empty its id may be reused; a late SIGKILL must not hit a stranger.
-    if (this.pid !== undefined && !signalGroup(this.pid, 0)) clearTimeout(this.graceTimer);
+    if (this.graceTimer !== undefined && this.pid !== undefined && !signalGroup(this.pid, 0)) clearTimeout(this.graceTimer);
     const stop = this.stopRequest;
     const exitCode = error === undefined ? this.exitCode : null;
     const outcome: RunOutcome = stop?.outcome ?? (error === undefined && exitCode === 0 ? 'succeeded' : 'failed');

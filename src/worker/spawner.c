@@ -18,7 +18,8 @@
  *     STARTED u32 pid — the program was executed; the pid is also its process group (setsid)
  *     FAILED  u32 errno, u8 stage (0 chdir, 1 exec, 2 pipe/fork) — nothing is running
  *     OUTPUT  u8 stream (1 stdout, 2 stderr), bytes
- *     EXITED  i32 exit code (-1 if signalled), i32 signal number (0 if exited)
+ *     EXITED  i32 exit code (-1 if signalled), i32 signal number (0 if exited), u8 1 if other
+ *             processes are left in the task's group (0: the group is gone, none can join it)
  *     CLOSED  the process has exited and both of its pipes are at end of file: the task is over
  * A task's events come in this order: STARTED, OUTPUT and EXITED as they happen, CLOSED last.
  * End of file on stdin means the worker is gone: this process exits.
@@ -46,10 +47,15 @@ enum { STAGE_CHDIR = 0, STAGE_EXEC = 1, STAGE_SETUP = 2 };
 struct task {
   uint32_t id;
   pid_t pid;
+  /* Until exec: closes on exec, or carries errno and stage; -1 once the outcome is known. */
+  int error_pipe;
   int fds[2]; /* read ends of stdout and stderr, -1 once at end of file */
   int paused;
+  int failed; /* FAILED was sent: nothing more is reported, the child is only reaped */
   int exited;
-  int closed; /* CLOSED was sent; removed at the end of the round */
+  int status; /* the wait status, once exited */
+  int group_left; /* processes were left in the group when it exited */
+  int closed; /* nothing more to do; removed at the end of the round */
 };
 
 static struct task *tasks;
@@ -196,30 +202,15 @@ static void spawn_task(uint32_t id, unsigned char *payload, size_t length) {
     goto cleanup;
   }
   if (pid == 0) run_child(error_pipe[1], out[1], err[1], cwd, argv, env);
-  close_fd(&error_pipe[1]);
-  close_fd(&out[1]);
-  close_fd(&err[1]);
-  /* The error pipe closes on exec (success) or carries errno (failure). */
-  unsigned char report[5];
-  ssize_t got;
-  do got = read(error_pipe[0], report, sizeof report);
-  while (got < 0 && errno == EINTR);
-  if (got == sizeof report) {
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
-    }
-    send_failed(id, (int)get_u32(report), report[4]);
-    goto cleanup;
-  }
+  /* The outcome of exec comes through the error pipe, in the poll loop: a slow exec (a binary on
+     a stalled file system) must not hold up the other tasks. */
   if (task_count == task_capacity) {
     task_capacity = task_capacity ? task_capacity * 2 : 16;
     tasks = realloc(tasks, task_capacity * sizeof *tasks);
     if (tasks == NULL) die("allocating tasks");
   }
-  tasks[task_count++] = (struct task){.id = id, .pid = pid, .fds = {out[0], err[0]}};
-  out[0] = err[0] = -1;
-  unsigned char started[4];
-  put_u32(started, (uint32_t)pid);
-  send_event(id, EV_STARTED, started, sizeof started, NULL, 0);
+  tasks[task_count++] = (struct task){.id = id, .pid = pid, .error_pipe = error_pipe[0], .fds = {out[0], err[0]}};
+  error_pipe[0] = out[0] = err[0] = -1;
 
 cleanup:
   close_fd(&out[0]);
@@ -245,9 +236,12 @@ static void on_sigchld(int signal_number) {
 }
 
 /* A task is over once its process has exited and both pipes are at end of file. */
-static void finish_if_done(size_t index) {
-  struct task *task = &tasks[index];
-  if (!task->exited || task->fds[0] >= 0 || task->fds[1] >= 0) return;
+static void finish_if_done(struct task *task) {
+  if (task->failed) {
+    task->closed = task->exited;
+    return;
+  }
+  if (task->error_pipe >= 0 || !task->exited || task->fds[0] >= 0 || task->fds[1] >= 0) return;
   send_event(task->id, EV_CLOSED, NULL, 0, NULL, 0);
   task->closed = 1;
 }
@@ -260,32 +254,61 @@ static void remove_closed_tasks(void) {
   task_count = kept;
 }
 
+static void send_exited(struct task *task) {
+  unsigned char payload[9];
+  put_u32(payload, WIFEXITED(task->status) ? (uint32_t)WEXITSTATUS(task->status) : (uint32_t)-1);
+  put_u32(payload + 4, WIFSIGNALED(task->status) ? (uint32_t)WTERMSIG(task->status) : 0);
+  payload[8] = (unsigned char)task->group_left;
+  send_event(task->id, EV_EXITED, payload, sizeof payload, NULL, 0);
+}
+
+/* The error pipe is readable: the program was executed (end of file) or could not be. */
+static void learn_exec_outcome(struct task *task) {
+  unsigned char report[5];
+  ssize_t got = read(task->error_pipe, report, sizeof report);
+  if (got < 0 && (errno == EINTR || errno == EAGAIN)) return;
+  close_fd(&task->error_pipe);
+  if (got == sizeof report) {
+    task->failed = 1;
+    close_fd(&task->fds[0]);
+    close_fd(&task->fds[1]);
+    send_failed(task->id, (int)get_u32(report), report[4]);
+  } else {
+    unsigned char started[4];
+    put_u32(started, (uint32_t)task->pid);
+    send_event(task->id, EV_STARTED, started, sizeof started, NULL, 0);
+    /* It may have been reaped already; its exit is reported only after its start. */
+    if (task->exited) send_exited(task);
+  }
+  finish_if_done(task);
+}
+
 static void reap_children(void) {
   for (;;) {
     int status;
     pid_t pid = waitpid(-1, &status, WNOHANG);
     if (pid <= 0) return;
     for (size_t i = 0; i < task_count; i++) {
-      if (tasks[i].pid != pid || tasks[i].exited) continue;
-      unsigned char payload[8];
-      put_u32(payload, WIFEXITED(status) ? (uint32_t)WEXITSTATUS(status) : (uint32_t)-1);
-      put_u32(payload + 4, WIFSIGNALED(status) ? (uint32_t)WTERMSIG(status) : 0);
-      tasks[i].exited = 1;
-      send_event(tasks[i].id, EV_EXITED, payload, sizeof payload, NULL, 0);
-      finish_if_done(i);
+      struct task *task = &tasks[i];
+      if (task->pid != pid || task->exited) continue;
+      task->exited = 1;
+      task->status = status;
+      /* Saves the worker a kill of an empty group for nearly every task. */
+      task->group_left = kill(-pid, 0) == 0 || errno != ESRCH;
+      if (!task->failed && task->error_pipe < 0) send_exited(task);
+      finish_if_done(task);
       break;
     }
   }
 }
 
 /* One read from one of a task's pipes: relays what it got, or notes end of file. */
-static void relay_output(size_t index, int stream) {
-  struct task *task = &tasks[index];
+static void relay_output(struct task *task, int stream) {
   ssize_t got = read(task->fds[stream], read_buffer, sizeof read_buffer);
   if (got < 0 && (errno == EINTR || errno == EAGAIN)) return;
   if (got <= 0) {
     close_fd(&task->fds[stream]);
-    finish_if_done(index);
+    finish_if_done(task);
     return;
   }
   unsigned char which = (unsigned char)(stream + 1);
@@ -353,10 +376,10 @@ int main(void) {
   send_event(0, EV_READY, NULL, 0, NULL, 0);
 
   struct pollfd *polled = NULL;
-  size_t *owner = NULL; /* index into tasks × 2 + stream, for each polled pipe */
+  size_t *owner = NULL; /* task index × 3 + 0 stdout, 1 stderr, 2 error pipe, for each polled fd */
   size_t polled_capacity = 0;
   for (;;) {
-    size_t needed = 2 + task_count * 2;
+    size_t needed = 2 + task_count * 2; /* a task polls its error pipe or its two output pipes */
     if (needed > polled_capacity) {
       polled_capacity = needed * 2;
       polled = realloc(polled, polled_capacity * sizeof *polled);
@@ -367,10 +390,16 @@ int main(void) {
     polled[1] = (struct pollfd){.fd = sigchld_pipe[0], .events = POLLIN};
     size_t count = 2;
     for (size_t i = 0; i < task_count; i++) {
+      /* Output is read only once the start is reported, so that STARTED precedes it. */
+      if (tasks[i].error_pipe >= 0) {
+        owner[count] = i * 3 + 2;
+        polled[count++] = (struct pollfd){.fd = tasks[i].error_pipe, .events = POLLIN};
+        continue;
+      }
       if (tasks[i].paused) continue;
       for (int stream = 0; stream < 2; stream++) {
         if (tasks[i].fds[stream] < 0) continue;
-        owner[count] = i * 2 + (size_t)stream;
+        owner[count] = i * 3 + (size_t)stream;
         polled[count++] = (struct pollfd){.fd = tasks[i].fds[stream], .events = POLLIN};
       }
     }
@@ -378,10 +407,11 @@ int main(void) {
       if (errno == EINTR) continue;
       die("poll");
     }
-    /* Output first, then exits, so that a task's output read in this round precedes its EXITED. */
-    for (size_t i = count; i-- > 2;) {
+    /* Starts, then output, then exits: a task's output read in this round precedes its EXITED. */
+    for (size_t i = 2; i < count; i++) {
       if (polled[i].revents == 0) continue;
-      relay_output(owner[i] / 2, (int)(owner[i] % 2));
+      if (owner[i] % 3 == 2) learn_exec_outcome(&tasks[owner[i] / 3]);
+      else relay_output(&tasks[owner[i] / 3], (int)(owner[i] % 3));
     }
     if (polled[1].revents != 0) {
       char drain[64];
