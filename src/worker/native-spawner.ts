@@ -103,6 +103,14 @@ class Helper {
   private dataLeft = 0;
   private dataTask: HelperTask | undefined;
   private dataStream: OutputStream = 'stdout';
+  /**
+   * Output of consecutive frames for one task and stream within one read, delivered as one
+   * Buffer: the helper relays each small write at once, and many small chunks would cost more
+   * downstream than one copy here.
+   */
+  private gathered: Buffer[] = [];
+  private gatheredTask: HelperTask | undefined;
+  private gatheredStream: OutputStream = 'stdout';
 
   constructor(
     binary: string,
@@ -190,7 +198,10 @@ class Helper {
     while (at < chunk.length && !this.stopped) {
       if (this.dataLeft > 0) {
         const end = Math.min(chunk.length, at + this.dataLeft);
-        this.deliver(this.dataTask, this.dataStream, chunk.subarray(at, end));
+        if (this.gatheredTask !== this.dataTask || this.gatheredStream !== this.dataStream) this.deliverGathered();
+        this.gatheredTask = this.dataTask;
+        this.gatheredStream = this.dataStream;
+        this.gathered.push(chunk.subarray(at, end));
         this.dataLeft -= end - at;
         at = end;
         continue;
@@ -206,6 +217,17 @@ class Helper {
       if (fixed > MAX_SMALL_PAYLOAD) return this.protocolError(`a frame of type ${this.head[4]} with ${fixed} payload bytes`);
       if (this.headBytes === HEADER_BYTES + fixed) this.onFrame();
     }
+    this.deliverGathered();
+  }
+
+  private deliverGathered(): void {
+    const task = this.gatheredTask;
+    if (task === undefined) return;
+    const data = this.gathered.length === 1 ? this.gathered[0]! : Buffer.concat(this.gathered);
+    this.gathered = [];
+    this.gatheredTask = undefined;
+    if (task.paused) task.held.push([this.gatheredStream, data]);
+    else task.observer.output(this.gatheredStream, data);
   }
 
   /** Bytes of the current frame's payload kept in `head`: all of it, or OUTPUT's stream byte. */
@@ -228,6 +250,8 @@ class Helper {
     const task = this.tasks.get(id);
     if (task === undefined) return this.protocolError(`an event for unknown task ${id}`);
     const payload = this.head.subarray(HEADER_BYTES);
+    // Gathered output precedes every later event.
+    if (type !== EVENT_OUTPUT || task !== this.gatheredTask) this.deliverGathered();
     switch (type) {
       case EVENT_STARTED:
         task.started = true;
@@ -258,12 +282,6 @@ class Helper {
       default:
         return this.protocolError(`an unknown event type ${type}`);
     }
-  }
-
-  private deliver(task: HelperTask | undefined, stream: OutputStream, data: Buffer): void {
-    if (task === undefined) return;
-    if (task.paused) task.held.push([stream, data]);
-    else task.observer.output(stream, data);
   }
 
   private forget(id: number): void {
