@@ -54,14 +54,22 @@ export interface ProcessLauncher {
   close(): void;
 }
 
+export interface LauncherChoice {
+  /** 'execa' skips the native spawner; default: `DCLI_SPAWNER=execa` in the environment does. */
+  kind?: 'native' | 'execa';
+  /** The spawner binary; default: the one the build put beside dcli.js. */
+  spawnerBinary?: string;
+}
+
 /**
  * The native spawner when it runs here, else execa with one warning. `DCLI_SPAWNER=execa` in the
  * worker's environment forces the fallback (to compare, or to rule the helper out).
  */
-export async function openProcessLauncher(log: Logger, kind = process.env.DCLI_SPAWNER === 'execa' ? 'execa' : 'native'): Promise<ProcessLauncher> {
+export async function openProcessLauncher(log: Logger, choice: LauncherChoice = {}): Promise<ProcessLauncher> {
+  const kind = choice.kind ?? (process.env.DCLI_SPAWNER === 'execa' ? 'execa' : 'native');
   if (kind === 'execa') return execaLauncher;
   try {
-    return await openNativeSpawner(log);
+    return await openNativeSpawner(log, choice.spawnerBinary);
   } catch (error) {
     log.warn({ error: describeError(error) }, 'native process spawner unavailable: tasks are started with execa, at a higher cost per task');
     return execaLauncher;

@@ -39,8 +39,7 @@ const BINARY_CANDIDATES = ['../dcli-spawner', '../../dist/dcli-spawner'].map((re
 const READY_TIMEOUT_MS = 5000;
 
 /** Starts the helper and waits for it to be ready; rejects when it cannot run here. */
-export async function openNativeSpawner(log: Logger): Promise<ProcessLauncher> {
-  const binary = BINARY_CANDIDATES.find((candidate) => existsSync(candidate));
+export async function openNativeSpawner(log: Logger, binary = BINARY_CANDIDATES.find((candidate) => existsSync(candidate))): Promise<ProcessLauncher> {
   if (binary === undefined) throw new Error(`dcli-spawner is not built (looked for ${BINARY_CANDIDATES.join(', ')})`);
   const launcher = new NativeSpawner(binary, log);
   await launcher.ready();

@@ -3,6 +3,7 @@ import { chmod, mkdtemp, readFile, realpath, rm, writeFile } from 'node:fs/promi
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { pino } from 'pino';
 import { createLogger } from '../../src/core/log.js';
 import { openProcessLauncher, type ProcessLauncher } from '../../src/worker/launcher.js';
 import { startTask, type OutputStream, type RunOptions, type RunSpec } from '../../src/worker/runner.js';
@@ -71,7 +72,7 @@ afterAll(async () => {
 describe.each(['native', 'execa'] as const)('through the %s launcher', (kind) => {
   let launcher: ProcessLauncher;
   beforeAll(async () => {
-    launcher = await openProcessLauncher(log, kind);
+    launcher = await openProcessLauncher(log, { kind });
     expect(launcher.kind).toBe(kind);
   });
   afterAll(() => launcher.close());
@@ -302,7 +303,7 @@ describe.each(['native', 'execa'] as const)('through the %s launcher', (kind) =>
 describe('the native spawner', () => {
   let launcher: ProcessLauncher;
   beforeAll(async () => {
-    launcher = await openProcessLauncher(log, 'native');
+    launcher = await openProcessLauncher(log, { kind: 'native' });
     expect(launcher.kind).toBe('native');
   });
   afterAll(() => launcher.close());
@@ -334,5 +335,21 @@ describe('the native spawner', () => {
     const next = run(launcher, { argv: ['printf', 'still here'] });
     expect(await next.task.result).toMatchObject({ outcome: 'succeeded' });
     expect(next.text('stdout')).toBe('still here');
+  });
+});
+
+describe('choosing a launcher', () => {
+  it('a spawner that cannot run leaves the worker on execa, with one warning', async () => {
+    const notProgram = join(dir, 'not-a-spawner');
+    await writeFile(notProgram, 'not a program\n');
+    const lines: string[] = [];
+    const capture = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
+    const launcher = await openProcessLauncher(capture, { kind: 'native', spawnerBinary: notProgram });
+    expect(launcher.kind).toBe('execa');
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0]!)).toMatchObject({ level: 40, msg: expect.stringContaining('execa'), error: expect.stringContaining(notProgram) });
+    const { task, text } = run(launcher, { argv: ['printf', 'ran'] });
+    expect(await task.result).toMatchObject({ outcome: 'succeeded' });
+    expect(text('stdout')).toBe('ran');
   });
 });
