@@ -134,11 +134,12 @@ static void send_failed(uint32_t id, int error, uint8_t stage) {
 
 /* The child between fork and exec: only async-signal-safe calls, failures go up the error pipe. */
 static void run_child(int error_pipe, int out, int err, const char *cwd, char **argv, char **env_additions) {
+  /* Ignored signals would stay ignored across exec: the task starts with every default. */
+  for (int number = 1; number < NSIG; number++)
+    if (number != SIGKILL && number != SIGSTOP) signal(number, SIG_DFL);
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
-  signal(SIGPIPE, SIG_DFL);
-  signal(SIGCHLD, SIG_DFL);
   setsid();
   unsigned char report[5];
   if (cwd[0] != '\0' && chdir(cwd) != 0) {
@@ -367,6 +368,13 @@ static int read_requests(void) {
 
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
+  /* This process shares the worker's process group: a Ctrl-C or a service manager's SIGTERM to
+     the group asks the worker to drain, which needs this process until the worker exits (end of
+     file on stdin). */
+  signal(SIGINT, SIG_IGN);
+  signal(SIGTERM, SIG_IGN);
+  signal(SIGHUP, SIG_IGN);
+  signal(SIGQUIT, SIG_IGN);
   dev_null = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (dev_null < 0) die("opening /dev/null");
   if (pipe2(sigchld_pipe, O_CLOEXEC | O_NONBLOCK) != 0) die("creating the SIGCHLD pipe");

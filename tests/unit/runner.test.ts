@@ -136,7 +136,17 @@ describe.each(['native', 'execa'] as const)('through the %s launcher', (kind) =>
       else expect(text('stdout')).toBe(expected);
     });
 
-    it('adds env to the worker environment and honours cwd', async () => {
+    it('starts the program with no signal ignored or blocked', async () => {
+    const { task, started } = run(launcher, { shell: 'sleep 30' });
+    await waitFor(() => started.length === 1, 'the start');
+    const status = await readFile(`/proc/${started[0]}/status`, 'utf8');
+    task.cancel('done looking');
+    await task.result;
+    expect(status).toMatch(/^SigIgn:\s+0+$/m);
+    expect(status).toMatch(/^SigBlk:\s+0+$/m);
+  });
+
+  it('adds env to the worker environment and honours cwd', async () => {
       const { task, text } = run(launcher, { shell: 'printf "%s|%s|" "$DCLI_TEST_VAR" "$PATH"; pwd', env: { DCLI_TEST_VAR: 'v 1' }, cwd: dir });
       await task.result;
       expect(text('stdout')).toBe(`v 1|${process.env.PATH}|${dir}\n`);
@@ -320,6 +330,16 @@ describe('the native spawner', () => {
       expect(text('stderr')).toBe(lines(`err${i}-`));
       expectContiguous(output.stdout);
     });
+  });
+
+  it("a SIGINT or SIGTERM to the worker's process group leaves the spawner running", async () => {
+    const { task, started } = run(launcher, { shell: 'sleep 0.5; echo done' });
+    await waitFor(() => started.length === 1, 'the start');
+    const helperPid = Number((await readFile(`/proc/${started[0]}/stat`, 'utf8')).split(') ')[1]!.split(' ')[1]);
+    process.kill(helperPid, 'SIGINT');
+    process.kill(helperPid, 'SIGTERM');
+    expect(await task.result).toMatchObject({ outcome: 'succeeded' });
+    expect(isAlive(helperPid)).toBe(true);
   });
 
   it('a spawner that dies fails its running tasks, kills their groups and is replaced', async () => {
