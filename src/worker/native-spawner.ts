@@ -134,7 +134,8 @@ class Helper {
       failReady(error);
       this.stop(`could not run ${binary}: ${error.message}`);
     });
-    this.child.once('exit', (code, signal) => {
+    // 'close', not 'exit': events it wrote before dying are still read and delivered first.
+    this.child.once('close', (code, signal) => {
       const reason = `the process spawner exited (${signal ?? `code ${code}`})${this.stderrTail ? `: ${this.stderrTail.trim()}` : ''}`;
       failReady(new Error(reason));
       this.stop(reason);

@@ -84,7 +84,7 @@ interface StopRequest {
 }
 
 class TaskProcess implements RunningTask, LaunchObserver {
-  pid: number | undefined;
+  private processId: number | undefined;
   readonly result: Promise<RunResult>;
   private settle: (result: RunResult) => void = () => {};
   private readonly startedAt = Date.now();
@@ -111,13 +111,18 @@ class TaskProcess implements RunningTask, LaunchObserver {
       return;
     }
     this.program = command.file;
-    this.process = launcher.launch({ command, env: spec.env, cwd: spec.cwd === '' ? undefined : spec.cwd }, this);
+    // Armed first: a launcher may report a failure to start before launch() returns.
     if (spec.timeoutMs > 0) {
       this.timeoutTimer = setTimeout(
         () => this.stop({ outcome: 'timed_out', reason: `timed out after ${spec.timeoutMs} ms` }),
         spec.timeoutMs,
       );
     }
+    this.process = launcher.launch({ command, env: spec.env, cwd: spec.cwd === '' ? undefined : spec.cwd }, this);
+  }
+
+  get pid(): number | undefined {
+    return this.processId;
   }
 
   cancel(reason: string): void {
@@ -139,7 +144,7 @@ class TaskProcess implements RunningTask, LaunchObserver {
   // LaunchObserver: what the launcher reports.
 
   started(pid: number): void {
-    this.pid = pid;
+    this.processId = pid;
     this.handlers.onStart(pid, this.startedAt);
     // A stop asked for before the process was there applies now.
     if (this.stopRequest !== undefined) this.signalStop(pid);

@@ -132,7 +132,8 @@ static void send_failed(uint32_t id, int error, uint8_t stage) {
   send_event(id, EV_FAILED, payload, sizeof payload, NULL, 0);
 }
 
-/* The child between fork and exec: only async-signal-safe calls, failures go up the error pipe. */
+/* The child between fork and exec (this process has one thread, so any call is safe here);
+   failures go up the error pipe. */
 static void run_child(int error_pipe, int out, int err, const char *cwd, char **argv, char **env_additions) {
   /* Ignored signals would stay ignored across exec: the task starts with every default. */
   for (int number = 1; number < NSIG; number++)
