@@ -37,6 +37,10 @@ const SIGNAL_NAMES = new Map(Object.entries(constants.signals).map(([name, numbe
 const BINARY_CANDIDATES = ['../dcli-spawner', '../../dist/dcli-spawner'].map((relative) => fileURLToPath(new URL(relative, import.meta.url)));
 
 const READY_TIMEOUT_MS = 5000;
+/** Output is delivered in chunks of up to this size (as Node reads a pipe)… */
+const GATHER_BYTES = 64 * 1024;
+/** …and at most this late. */
+const GATHER_MS = 1;
 
 /** Starts the helper and waits for it to be ready; rejects when it cannot run here. */
 export async function openNativeSpawner(log: Logger, binary = BINARY_CANDIDATES.find((candidate) => existsSync(candidate))): Promise<ProcessLauncher> {
@@ -103,13 +107,15 @@ class Helper {
   private dataTask: HelperTask | undefined;
   private dataStream: OutputStream = 'stdout';
   /**
-   * Output of consecutive frames for one task and stream within one read, delivered as one
-   * Buffer: the helper relays each small write at once, and many small chunks would cost more
-   * downstream than one copy here.
+   * Output of consecutive frames for one task and stream, delivered as one Buffer once it reaches
+   * GATHER_BYTES, another event comes, or GATHER_MS pass: the helper relays each small write at
+   * once, and every chunk costs an event, a batch and a store write downstream.
    */
   private gathered: Buffer[] = [];
+  private gatheredBytes = 0;
   private gatheredTask: HelperTask | undefined;
   private gatheredStream: OutputStream = 'stdout';
+  private gatherTimer: NodeJS.Timeout | undefined;
 
   constructor(
     binary: string,
@@ -202,6 +208,8 @@ class Helper {
         this.gatheredTask = this.dataTask;
         this.gatheredStream = this.dataStream;
         this.gathered.push(chunk.subarray(at, end));
+        this.gatheredBytes += end - at;
+        if (this.gatheredBytes >= GATHER_BYTES) this.deliverGathered();
         this.dataLeft -= end - at;
         at = end;
         continue;
@@ -217,14 +225,17 @@ class Helper {
       if (fixed > MAX_SMALL_PAYLOAD) return this.protocolError(`a frame of type ${this.head[4]} with ${fixed} payload bytes`);
       if (this.headBytes === HEADER_BYTES + fixed) this.onFrame();
     }
-    this.deliverGathered();
+    if (this.gatheredTask !== undefined) this.gatherTimer ??= setTimeout(() => this.deliverGathered(), GATHER_MS);
   }
 
   private deliverGathered(): void {
+    clearTimeout(this.gatherTimer);
+    this.gatherTimer = undefined;
     const task = this.gatheredTask;
     if (task === undefined) return;
-    const data = this.gathered.length === 1 ? this.gathered[0]! : Buffer.concat(this.gathered);
+    const data = this.gathered.length === 1 ? this.gathered[0]! : Buffer.concat(this.gathered, this.gatheredBytes);
     this.gathered = [];
+    this.gatheredBytes = 0;
     this.gatheredTask = undefined;
     if (task.paused) task.held.push([this.gatheredStream, data]);
     else task.observer.output(this.gatheredStream, data);
@@ -292,6 +303,7 @@ class Helper {
   /** The helper is gone: every task it ran is over for us. */
   private stop(reason: string): void {
     if (this.stopped) return;
+    this.deliverGathered();
     this.stopped = true;
     if (this.tasks.size > 0) this.log.error({ tasks: this.tasks.size, reason }, 'process spawner stopped; its running tasks are lost');
     for (const task of this.tasks.values()) {
