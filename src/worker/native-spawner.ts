@@ -31,10 +31,10 @@ const FAILURE_STAGES = ['change to the working directory', 'execute the program'
 const SIGNAL_NAMES = new Map(Object.entries(constants.signals).map(([name, number]) => [number, name]));
 
 /**
- * Where the build puts the binary: beside dcli.js. This module runs from dist/chunks/ when
- * bundled, and from src/worker/ under the tests.
+ * Where the build puts the binary: beside dcli.js. This module runs from dist/chunks/ or dist/
+ * when bundled, and from src/worker/ under the tests.
  */
-const BINARY_CANDIDATES = [...new Set(['../dcli-spawner', '../../dist/dcli-spawner'].map((relative) => fileURLToPath(new URL(relative, import.meta.url))))];
+const BINARY_CANDIDATES = [...new Set(['../dcli-spawner', './dcli-spawner', '../../dist/dcli-spawner'].map((relative) => fileURLToPath(new URL(relative, import.meta.url))))];
 
 const READY_TIMEOUT_MS = 5000;
 /** Output is delivered in chunks of up to this size (as Node reads a pipe)… */
