@@ -3,7 +3,9 @@
 //   dist/lazy/*.mjs    what the CLI imports only to run a master or worker (gRPC, fastify,
 //                      SQLite), ESM modules sharing dist/chunks/
 //   dist/bench.mjs     the benchmark runner
+//   dist/dcli-spawner  the worker's process spawner, compiled from src/worker/spawner.c
 import { build } from 'esbuild';
+import { spawnSync } from 'node:child_process';
 import { existsSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { relative, sep } from 'node:path';
 
@@ -51,6 +53,16 @@ await build({
   },
   logLevel: 'warning',
 });
+// The worker's process spawner (src/worker/spawner.c): without a C compiler the worker falls back
+// to execa, so a failure here is a warning, not an error.
+const compiler = process.env.CC ?? 'cc';
+const compiled = spawnSync(compiler, ['-O2', '-Wall', '-Wextra', '-o', `${out}/dcli-spawner`, 'src/worker/spawner.c'], { encoding: 'utf8' });
+if (compiled.error || compiled.status !== 0) {
+  const why = compiled.error?.message ?? compiled.stderr.trim();
+  console.warn(`warning: could not compile the process spawner with ${compiler} (${why}); workers will start tasks with execa, several times slower`);
+} else if (compiled.stderr.trim() !== '') {
+  console.warn(compiled.stderr.trim());
+}
 rmSync('dist', { recursive: true, force: true });
 renameSync(out, 'dist');
 

@@ -6,6 +6,7 @@ import { spawnTrueRate } from '../lib/baselines/spawn.js';
 import { bullmqRate, redisAvailable } from '../lib/baselines/bullmq.js';
 import { startMaster, startWorker } from '../lib/cluster.js';
 import { closedLoop } from '../lib/load.js';
+import { runnerTrueRate } from '../lib/runner-alone.js';
 import { atLeast, type Scenario, type ScenarioResult } from '../lib/report.js';
 import { now, poll } from '../lib/timing.js';
 
@@ -40,10 +41,12 @@ export const endToEnd: Scenario = {
     await baselines();
     const rate = await runDcli(tasks, log);
     await baselines();
+    log(`runner alone: true ×${tasks}, concurrency ${BASELINE_CONCURRENCY}`);
+    const runner = await runnerTrueRate(tasks, BASELINE_CONCURRENCY);
     const spawnRate = pooled(spawnRuns);
     const bullRate = redis ? pooled(bullRuns) : null;
     return {
-      figures: { tasks, tasksPerSecond: rate },
+      figures: { tasks, tasksPerSecond: rate, runnerAlonePerSecond: runner.perSecond },
       baseline: { spawnPerSecond: spawnRate, bullmqExecaPerSecond: bullRate },
       checks: [
         {
@@ -62,7 +65,10 @@ export const endToEnd: Scenario = {
           met: bullRate === null ? null : atLeast(rate / bullRate, 2.5),
         },
       ],
-      notes: redis ? [`BullMQ jobs done within the time limits: ${bullRuns.map((run) => run.count).join(' + ')} of ${2 * Math.ceil(tasks / 2)}.`] : notes,
+      notes: [
+        ...(redis ? [`BullMQ jobs done within the time limits: ${bullRuns.map((run) => run.count).join(' + ')} of ${2 * Math.ceil(tasks / 2)}.`] : notes),
+        `The runner alone (${runner.launcher} launcher, in the bench process, concurrency ${BASELINE_CONCURRENCY}): ${Math.round(runner.perSecond)} tasks/s.`,
+      ],
     };
   },
 };

@@ -24,6 +24,7 @@ import { formatHostPort, type HostPort } from '../transport/address.js';
 import { CHANNEL_OPTIONS, channelCredentials, tokenMetadata, type ClientTlsFiles } from '../transport/grpc.js';
 import { eventKey, Outbox, serializeBatch } from './outbox.js';
 import { Spool } from './spool.js';
+import { openProcessLauncher, type ProcessLauncher } from './launcher.js';
 import { startTask, type RunningTask, type RunResult } from './runner.js';
 
 export interface WorkerOptions {
@@ -80,6 +81,8 @@ export class WorkerAgent {
   private closeConnection: (() => void) | undefined;
   private sendHeartbeatNow: (() => void) | undefined;
   private loop: Promise<void> | undefined;
+  /** Opened by start(), before the first connection: tasks may only arrive after it. */
+  private launcher: ProcessLauncher | undefined;
   private idleWaiters: (() => void)[] = [];
 
   constructor(private readonly options: WorkerOptions) {
@@ -108,7 +111,10 @@ export class WorkerAgent {
    * worker's credentials before it ever got in: retrying cannot fix a wrong token.
    */
   start(): Promise<void> {
-    this.loop ??= this.connectLoop();
+    this.loop ??= openProcessLauncher(this.options.log).then((launcher) => {
+      this.launcher = launcher;
+      return this.connectLoop();
+    });
     return this.loop;
   }
 
@@ -144,6 +150,7 @@ export class WorkerAgent {
     this.stopped = true;
     this.closeConnection?.();
     await this.loop;
+    this.launcher?.close();
     this.spool.close();
   }
 
@@ -325,6 +332,7 @@ export class WorkerAgent {
       assignment,
       sentBytes: 0,
       run: startTask(
+        this.launcher!,
         {
           ...(command?.$case === 'argv' ? { argv: command.argv.args } : { shell: command?.shell ?? '' }),
           env: assignment.env,

@@ -1,8 +1,7 @@
 // Runs one task's process on a worker: spawns it in a process group of its own, streams its output
 // byte-exact as it arrives, and stops the whole process tree on cancel or timeout.
 import { access, constants, stat } from 'node:fs/promises';
-import type { Readable } from 'node:stream';
-import { execa } from 'execa';
+import type { Command, LaunchedProcess, LaunchObserver, ProcessLauncher } from './launcher.js';
 
 export interface RunSpec {
   /** A shell command line, run as `/bin/sh -c <shell>`. Exactly one of shell/argv is set. */
@@ -44,7 +43,10 @@ export interface RunHandlers {
 }
 
 export interface RunningTask {
-  /** Also the id of the task's process group; undefined when the spawn failed. */
+  /**
+   * The process's id, also its process group's, once it has started (onStart); undefined before
+   * and when the spawn failed.
+   */
   readonly pid: number | undefined;
   /**
    * Stops the whole process tree: SIGTERM to the process group, SIGKILL after the kill grace.
@@ -71,8 +73,9 @@ export interface RunOptions {
 
 const DEFAULT_KILL_GRACE_MS = 5000;
 
-export function startTask(spec: RunSpec, handlers: RunHandlers, options: RunOptions = {}): RunningTask {
-  return new TaskProcess(spec, handlers, options.killGraceMs ?? DEFAULT_KILL_GRACE_MS);
+/** Runs one task through `launcher` (see openProcessLauncher). */
+export function startTask(launcher: ProcessLauncher, spec: RunSpec, handlers: RunHandlers, options: RunOptions = {}): RunningTask {
+  return new TaskProcess(launcher, spec, handlers, options.killGraceMs ?? DEFAULT_KILL_GRACE_MS);
 }
 
 interface StopRequest {
@@ -80,48 +83,46 @@ interface StopRequest {
   reason: string;
 }
 
-class TaskProcess implements RunningTask {
-  readonly pid: number | undefined;
+class TaskProcess implements RunningTask, LaunchObserver {
+  private processId: number | undefined;
   readonly result: Promise<RunResult>;
+  private settle: (result: RunResult) => void = () => {};
   private readonly startedAt = Date.now();
   private readonly bytes: Record<OutputStream, number> = { stdout: 0, stderr: 0 };
-  private readonly streams: Readable[] = [];
+  private readonly process: LaunchedProcess | undefined;
+  private readonly program: string = '';
+  private exitCode: number | null = null;
+  private signal: string | null = null;
   private exitedAt: number | undefined;
   private stopRequest: StopRequest | undefined;
   private timeoutTimer: NodeJS.Timeout | undefined;
   private graceTimer: NodeJS.Timeout | undefined;
 
   constructor(
-    spec: RunSpec,
+    launcher: ProcessLauncher,
+    private readonly spec: RunSpec,
     private readonly handlers: RunHandlers,
     private readonly killGraceMs: number,
   ) {
+    this.result = new Promise((resolve) => (this.settle = resolve));
     const command = resolveCommand(spec);
     if (typeof command === 'string') {
-      this.result = Promise.resolve(this.failedToStart(null, command));
+      this.settle(this.failure(null, command));
       return;
     }
-    let subprocess;
-    try {
-      subprocess = spawnTask(command, spec);
-    } catch (error) {
-      // execa validates some input (e.g. NUL bytes in arguments) by throwing.
-      this.result = Promise.resolve(this.failedToStart(null, `cannot start ${command.file}: ${messageOf(error)}`));
-      return;
-    }
-    this.pid = subprocess.pid;
-    if (this.pid === undefined) {
-      this.result = subprocess.then(
-        async (failure) => this.failedToStart(...(await describeSpawnFailure(failure.cause, command.file, spec.cwd))),
-        (error: unknown) => this.failedToStart(null, messageOf(error)),
+    this.program = command.file;
+    // Armed first: a launcher may report a failure to start before launch() returns.
+    if (spec.timeoutMs > 0) {
+      this.timeoutTimer = setTimeout(
+        () => this.stop({ outcome: 'timed_out', reason: `timed out after ${spec.timeoutMs} ms` }),
+        spec.timeoutMs,
       );
-      return;
     }
-    this.watch(subprocess, this.pid, spec.timeoutMs);
-    this.result = subprocess.then(
-      (exit) => this.finished(exit.exitCode ?? null, exit.signal ?? null),
-      (error: unknown) => this.finished(null, null, messageOf(error)),
-    );
+    this.process = launcher.launch({ command, env: spec.env, cwd: spec.cwd === '' ? undefined : spec.cwd }, this);
+  }
+
+  get pid(): number | undefined {
+    return this.processId;
   }
 
   cancel(reason: string): void {
@@ -133,72 +134,79 @@ class TaskProcess implements RunningTask {
   }
 
   pause(): void {
-    for (const stream of this.streams) stream.pause();
+    this.process?.pause();
   }
 
   resume(): void {
-    for (const stream of this.streams) stream.resume();
+    this.process?.resume();
   }
 
-  private watch(subprocess: TaskSubprocess, pid: number, timeoutMs: number): void {
-    subprocess.once('spawn', () => this.handlers.onStart(pid, this.startedAt));
-    this.forward('stdout', subprocess.stdout);
-    this.forward('stderr', subprocess.stderr);
-    subprocess.once('exit', () => this.onExit(pid));
-    if (timeoutMs > 0) {
-      this.timeoutTimer = setTimeout(
-        () => this.stop({ outcome: 'timed_out', reason: `timed out after ${timeoutMs} ms` }),
-        timeoutMs,
-      );
-    }
+  // LaunchObserver: what the launcher reports.
+
+  started(pid: number): void {
+    this.processId = pid;
+    this.handlers.onStart(pid, this.startedAt);
+    // A stop asked for before the process was there applies now.
+    if (this.stopRequest !== undefined) this.signalStop(pid);
   }
 
-  private forward(name: OutputStream, stream: Readable): void {
-    this.streams.push(stream);
-    stream.on('data', (chunk: Buffer) => {
-      const offset = this.bytes[name];
-      this.bytes[name] += chunk.length;
-      this.handlers.onOutput(name, offset, chunk);
-    });
+  failedToStart(cause: unknown): void {
+    clearTimeout(this.timeoutTimer);
+    void describeSpawnFailure(cause, this.program, this.spec.cwd).then(([exitCode, error]) => this.settle(this.failure(exitCode, error)));
   }
 
-  private onExit(pid: number): void {
+  output(stream: OutputStream, data: Buffer): void {
+    const offset = this.bytes[stream];
+    this.bytes[stream] += data.length;
+    this.handlers.onOutput(stream, offset, data);
+  }
+
+  exited(exitCode: number | null, signal: string | null, groupLeft: boolean): void {
+    this.exitCode = exitCode;
+    this.signal = signal;
     this.exitedAt = Date.now();
     clearTimeout(this.timeoutTimer);
     // Decision: a task is over when its main process exits. Whatever it left running in its group
     // (`cmd &`) would keep the output pipes open, hold the task's result back and outlive the task
     // as an orphan, so it is killed at once. After a cancel or timeout the grace timer does that
     // instead, so processes still cleaning up after SIGTERM get their full grace.
-    if (this.stopRequest === undefined) signalGroup(pid, 'SIGKILL');
+    if (this.stopRequest === undefined && groupLeft && this.pid !== undefined) signalGroup(this.pid, 'SIGKILL');
   }
 
-  private stop(request: StopRequest): void {
-    const pid = this.pid;
-    if (pid === undefined || this.exitedAt !== undefined || this.stopRequest !== undefined) return;
-    this.stopRequest = request;
+  ended(error?: string): void {
     clearTimeout(this.timeoutTimer);
-    signalGroup(pid, 'SIGTERM');
-    this.graceTimer = setTimeout(() => signalGroup(pid, 'SIGKILL'), this.killGraceMs);
-  }
-
-  private finished(exitCode: number | null, signal: string | null, error: string | null = null): RunResult {
+    // A process the launcher lost track of must not run on unwatched.
+    if (error !== undefined && this.exitedAt === undefined && this.pid !== undefined) signalGroup(this.pid, 'SIGKILL');
     // Once the group is empty its id may be reused; a late SIGKILL must not hit a stranger.
-    if (this.pid !== undefined && !signalGroup(this.pid, 0)) clearTimeout(this.graceTimer);
+    if (this.graceTimer !== undefined && this.pid !== undefined && !signalGroup(this.pid, 0)) clearTimeout(this.graceTimer);
     const stop = this.stopRequest;
-    const outcome: RunOutcome = stop?.outcome ?? (exitCode === 0 ? 'succeeded' : 'failed');
-    return {
+    const exitCode = error === undefined ? this.exitCode : null;
+    const outcome: RunOutcome = stop?.outcome ?? (error === undefined && exitCode === 0 ? 'succeeded' : 'failed');
+    this.settle({
       outcome,
       exitCode,
-      signal,
-      error: stop?.reason ?? error,
+      signal: error === undefined ? this.signal : null,
+      error: stop?.reason ?? error ?? null,
       stdoutBytes: this.bytes.stdout,
       stderrBytes: this.bytes.stderr,
       startedAt: this.startedAt,
       finishedAt: this.exitedAt ?? Date.now(),
-    };
+    });
   }
 
-  private failedToStart(exitCode: number | null, error: string): RunResult {
+  private stop(request: StopRequest): void {
+    if (this.exitedAt !== undefined || this.stopRequest !== undefined) return;
+    this.stopRequest = request;
+    clearTimeout(this.timeoutTimer);
+    if (this.pid !== undefined) this.signalStop(this.pid);
+  }
+
+  private signalStop(pid: number): void {
+    signalGroup(pid, 'SIGTERM');
+    this.graceTimer = setTimeout(() => signalGroup(pid, 'SIGKILL'), this.killGraceMs);
+  }
+
+  private failure(exitCode: number | null, error: string): RunResult {
     return {
       outcome: 'failed',
       exitCode,
@@ -212,18 +220,24 @@ class TaskProcess implements RunningTask {
   }
 }
 
-interface Command {
-  file: string;
-  args: string[];
-}
-
 /** The program to spawn, or why there is none. */
 function resolveCommand(spec: RunSpec): Command | string {
+  const problem = launchProblem(spec);
+  if (problem !== undefined) return problem;
   if (spec.shell !== undefined && spec.argv !== undefined) return 'both a shell command and argv were given';
   if (spec.shell !== undefined) return plainWords(spec.shell) ?? { file: '/bin/sh', args: ['-c', spec.shell] };
   const [file, ...args] = spec.argv ?? [];
   if (file === undefined || file === '') return 'no command to run: argv is empty';
+  if (spec.argv!.some((arg) => arg.includes('\0'))) return `cannot start ${file}: an argument contains a NUL byte`;
   return { file, args };
+}
+
+/** Why the spec cannot be given to a process at all (C strings end at the first NUL), if so. */
+function launchProblem(spec: RunSpec): string | undefined {
+  if (spec.shell?.includes('\0')) return 'the command line contains a NUL byte';
+  if (spec.cwd?.includes('\0')) return 'the working directory contains a NUL byte';
+  const bad = Object.entries(spec.env).find(([name, value]) => name.includes('\0') || value.includes('\0'));
+  return bad === undefined ? undefined : `environment variable ${JSON.stringify(bad[0])} contains a NUL byte`;
 }
 
 /** Characters that mean nothing to the shell: a line made only of these is just words. */
@@ -248,28 +262,6 @@ function plainWords(line: string): Command | undefined {
   if (!words.every((word) => PLAIN_WORD.test(word))) return undefined;
   return { file, args };
 }
-
-/**
- * Options chosen for a low cost per spawn: nothing buffered or decoded (chunks reach onOutput as
- * the Buffers read from the pipe), no execa timeout (it would kill only the child) and no exit
- * hook (`cleanup` does nothing for detached children anyway).
- */
-function spawnTask(command: Command, spec: RunSpec) {
-  return execa(command.file, command.args, {
-    env: spec.env,
-    cwd: spec.cwd === '' ? undefined : spec.cwd,
-    stdin: 'ignore',
-    stdout: 'pipe',
-    stderr: 'pipe',
-    buffer: false,
-    encoding: 'buffer',
-    reject: false,
-    // A process group of its own (setsid), so cancel and timeout can signal the whole tree.
-    detached: true,
-  });
-}
-
-type TaskSubprocess = ReturnType<typeof spawnTask>;
 
 /** Signals every process in the group; false once no process is left in it. */
 function signalGroup(pgid: number, signal: NodeJS.Signals | 0): boolean {

@@ -1,6 +1,6 @@
 // Fault injection on workers (SPEC §6.5, §6.6, §6.8): kill -9, SIGSTOP past the heartbeat
 // timeout, draining, and cancel of a tree that ignores SIGTERM. Real processes; every wait polls.
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   cleanup,
@@ -38,9 +38,18 @@ afterAll(async () => {
   killPids(seen);
 }, 60_000);
 
-/** The task's processes under a worker (the worker's descendants), remembered for cleanup. */
+/** The comm of the worker's helper process that forks tasks (see src/worker/native-spawner.ts). */
+const SPAWNER_COMM = 'dcli-spawner';
+
+/** The task's processes under a worker (its descendants but its spawner), remembered for cleanup. */
 function taskPidsOf(worker: Worker): number[] {
-  const pids = descendantsOf([worker.pid]);
+  const pids = descendantsOf([worker.pid]).filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() !== SPAWNER_COMM;
+    } catch {
+      return false; // it ended meanwhile
+    }
+  });
   pids.forEach((pid) => seen.add(pid));
   return pids;
 }
@@ -119,14 +128,16 @@ describe('SIGSTOP of a worker past the heartbeat timeout, then SIGCONT', () => {
     const yPids = join(dir, 'y.pids');
     const paused = await startWorker(master, { name: 'paused', concurrency: 2 });
 
-    // $PPID is the worker that runs the shell: on `paused` (attempt 1) the tasks block and would
-    // end with their own code and output; anywhere else (attempt 2) they end at once.
-    const onPaused = `[ "$PPID" = ${paused.pid} ]`;
+    // $W is the worker that runs the shell (its parent, or its parent's parent when that is the
+    // worker's spawner): on `paused` (attempt 1) the tasks block and would end with their own code
+    // and output; anywhere else (attempt 2) they end at once.
+    const workerPid = `W=$PPID; if [ "$(cat /proc/$W/comm)" = ${SPAWNER_COMM} ]; then W=$(cut -d' ' -f4 /proc/$W/stat); fi`;
+    const onPaused = `[ "$W" = ${paused.pid} ]`;
     const cmdX =
-      `echo "x $PPID" >> ${marks}; if ${onPaused}; then echo $$ > ${xPid}; ${waitForFileSh(goX)}; ` +
-      `echo "x-end $PPID" >> ${marks}; echo late-x; exit 3; fi; echo fresh-x`;
+      `${workerPid}; echo "x $W" >> ${marks}; if ${onPaused}; then echo $$ > ${xPid}; ${waitForFileSh(goX)}; ` +
+      `echo "x-end $W" >> ${marks}; echo late-x; exit 3; fi; echo fresh-x`;
     const cmdY =
-      `echo "y $PPID" >> ${marks}; if ${onPaused}; then echo $$ >> ${yPids}; sleep 120 & echo $! >> ${yPids}; wait; ` +
+      `${workerPid}; echo "y $W" >> ${marks}; if ${onPaused}; then echo $$ >> ${yPids}; sleep 120 & echo $! >> ${yPids}; wait; ` +
       `echo late-y; exit 4; fi; echo fresh-y`;
     const x = await master.submit({ cmd: cmdX, retries: 1 });
     const y = await master.submit({ cmd: cmdY, retries: 1 });
