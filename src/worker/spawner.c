@@ -22,7 +22,8 @@
  *             processes are left in the task's group (0: the group is gone, none can join it)
  *     CLOSED  the process has exited and both of its pipes are at end of file: the task is over
  * A task's events come in this order: STARTED, OUTPUT and EXITED as they happen, CLOSED last.
- * End of file on stdin means the worker is gone: this process exits.
+ * End of file on stdin means the worker is gone: this process kills the groups of the tasks still
+ * running and exits.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -320,6 +321,16 @@ static void relay_output(struct task *task, int stream) {
 static unsigned char *requests;
 static size_t request_bytes, request_capacity;
 
+/*
+ * The worker is gone (it closes stdin only once its tasks are over, so this is a crash or a
+ * kill -9): its tasks are already given up as lost, so none may run on beside a retry.
+ */
+static void kill_running_groups(void) {
+  for (size_t i = 0; i < task_count; i++) {
+    if (!tasks[i].failed && !tasks[i].closed && tasks[i].pid > 0) kill(-tasks[i].pid, SIGKILL);
+  }
+}
+
 /* Handles every complete request in the buffer; false on end of file. */
 static int read_requests(void) {
   if (request_capacity - request_bytes < READ_CHUNK) {
@@ -429,6 +440,9 @@ int main(void) {
       reap_children();
     }
     remove_closed_tasks();
-    if (polled[0].revents != 0 && !read_requests()) return 0;
+    if (polled[0].revents != 0 && !read_requests()) {
+      kill_running_groups();
+      return 0;
+    }
   }
 }

@@ -87,10 +87,11 @@ describe('kill -9 of a worker mid-task', () => {
     await startWorker(master, { name: 'survivor', concurrency: 2 });
 
     const orphans = taskPidsOf(doomed);
+    expect(orphans.length).toBeGreaterThanOrEqual(2);
     await doomed.kill9();
-    // The task processes run in their own process groups and outlive a kill -9 of their worker;
-    // end them here so that only the retry can finish.
-    killPids(orphans);
+    // The worker's spawner sees it gone and kills its tasks' process groups: no orphan runs on
+    // beside the retry.
+    await waitFor(() => orphans.every((pid) => !isAlive(pid)), { what: 'the dead worker’s task processes to be killed' });
 
     const lost = await master.waitForTask(once.id, ['lost'], SLOW);
     expect(lost).toMatchObject({ status: 'lost', attempts: 1, node: 'doomed', exitCode: null });
