@@ -107,6 +107,8 @@ export const fleet: Scenario = {
         connectSeconds: big.connectSeconds,
         heartbeatCpuPercent: big.heartbeatCpuPercent,
         heartbeatsPerSecond: big.heartbeatsPerSecond,
+        // CPU per heartbeat: comparable across runs even when a loaded machine delivers fewer beats.
+        heartbeatCpuMicros: (big.heartbeatCpuPercent / 100 / big.heartbeatsPerSecond) * 1e6,
         heartbeatFailures: big.heartbeatFailures,
         idleRssMB: big.idleRssBytes / MB,
         idleHeapMB: big.idleHeapBytes / MB,

@@ -1,7 +1,12 @@
 // Declares silent workers offline and their attempts lost (SPEC §6.6), and after a master
 // restart gives every worker that held tasks the full heartbeat timeout to come back first.
+// One sweep over the registry does it for the whole fleet (no timer per worker), and also writes
+// the workers' last-seen times through to the store in one batch.
 import type { MasterContext } from './context.js';
 import type { WorkerEntry } from './registry.js';
+
+/** Longest a worker's stored record (last seen, load) may lag behind its heartbeats. */
+const NODE_PERSIST_INTERVAL_MS = 10_000;
 
 export interface LivenessDeps extends MasterContext {
   heartbeatTimeoutMs: number;
@@ -42,7 +47,16 @@ export class LivenessMonitor {
     if (this.sweeping) return;
     this.sweeping = true;
     try {
-      for (const entry of this.deps.registry.expired(Date.now(), this.deps.heartbeatTimeoutMs)) await this.declareOffline(entry);
+      const { registry, store } = this.deps;
+      for (const entry of registry.expired(Date.now(), this.deps.heartbeatTimeoutMs)) await this.declareOffline(entry);
+      // Issued together, these go to the store as one write rather than one per heartbeat.
+      const now = Date.now();
+      await Promise.all(
+        registry.unpersisted(now, NODE_PERSIST_INTERVAL_MS).map((entry) => {
+          entry.persistedAt = now;
+          return store.upsertNode(entry.info);
+        }),
+      );
       // Catches work a bounded claim scan left behind, and anything a failed pass missed.
       this.deps.dispatcher.kick();
     } catch (error) {

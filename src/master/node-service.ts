@@ -13,12 +13,11 @@ import type {
   TaskEvent,
 } from '../../generated/node.js';
 import { OutputStream, TaskOutcome } from '../../generated/node.js';
-import type { NodeInfo } from '../core/node.js';
 import { isValidName } from '../core/names.js';
 import type { AttemptEvent } from '../store/store.js';
 import { metadataAuthorizer, UNAUTHENTICATED } from '../transport/grpc.js';
 import type { MasterContext } from './context.js';
-import { attemptKey, type PushChannel } from './registry.js';
+import { attemptKey, type PushChannel, type WorkerEntry } from './registry.js';
 
 export interface NodeServiceDeps extends MasterContext {
   token: string;
@@ -26,25 +25,24 @@ export interface NodeServiceDeps extends MasterContext {
   heartbeatTimeoutMs: number;
 }
 
-/** Longest a worker's stored record (last seen, load) may lag behind its heartbeats. */
-const NODE_PERSIST_INTERVAL_MS = 10_000;
-
-/** A failure with the gRPC status the caller should see. */
-class RpcError extends Error {
-  constructor(readonly status: Partial<grpc.StatusObject>) {
-    super(status.details);
-  }
-}
-
-const invalid = (details: string): RpcError => new RpcError({ code: grpc.status.INVALID_ARGUMENT, details });
-
 export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
   const { store, registry, dispatcher, watch, metrics, log, token } = deps;
   const isAuthorized = metadataAuthorizer(token);
+  const heartbeatAnswer: ReportStatusResponse = { heartbeatIntervalMs: deps.heartbeatIntervalMs, heartbeatTimeoutMs: deps.heartbeatTimeoutMs };
 
-  async function reportStatus(request: ReportStatusRequest): Promise<ReportStatusResponse> {
+  /**
+   * A heartbeat. The common one (same worker process, nothing but the load figures changed) is
+   * answered at once, without the store: with a large fleet these are most of the master's calls,
+   * and the liveness monitor writes last-seen times through in batches. A new, changed or
+   * restarted worker is answered once its record is stored.
+   */
+  const reportStatus: grpc.handleUnaryCall<ReportStatusRequest, ReportStatusResponse> = (call, callback) => {
+    if (!isAuthorized(call.metadata)) return callback(UNAUTHENTICATED);
+    const request = call.request;
+    if (!isValidName(request.name)) return callback({ code: grpc.status.INVALID_ARGUMENT, details: 'invalid worker name' });
+    if (request.concurrency < 1) return callback({ code: grpc.status.INVALID_ARGUMENT, details: 'concurrency must be at least 1' });
     const now = Date.now();
-    const info: NodeInfo = {
+    const beat = registry.heartbeat({
       id: request.name,
       name: request.name,
       instanceId: request.instanceId,
@@ -56,30 +54,36 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
       version: request.version,
       lastSeenAt: now,
       registeredAt: now,
-    };
-    const { entry, replaced, changed } = registry.heartbeat(info);
+    });
+    if (!beat.replaced && !beat.changed) return callback(null, heartbeatAnswer);
+    recordChangedWorker(beat.entry, beat.replaced, now).then(
+      () => callback(null, heartbeatAnswer),
+      (error: unknown) => {
+        log.error({ err: error, worker: request.name }, 'ReportStatus failed');
+        callback({ code: grpc.status.UNAVAILABLE, details: 'master could not record the heartbeat' });
+      },
+    );
+  };
+
+  async function recordChangedWorker(entry: WorkerEntry, replaced: boolean, now: number): Promise<void> {
+    const { name } = entry.info;
     if (replaced) {
       // A new process took the name: the old one, and whatever it was running, is gone.
       entry.channel?.close();
       entry.channel = undefined;
       entry.inFlight.clear();
-      const active = await store.activeTasksOn(info.name);
+      const active = await store.activeTasksOn(name);
       const lost = await store.loseAttempts(
         active.map((task) => ({ taskId: task.id, attempt: task.attempts })),
-        `worker ${info.name} restarted`,
+        `worker ${name} restarted`,
         now,
       );
       afterChange(lost);
-      log.warn({ worker: info.name, lost: lost.length }, 'worker restarted; its previous tasks are lost');
+      log.warn({ worker: name, lost: lost.length }, 'worker restarted; its previous tasks are lost');
     }
-    // Load figures change with every beat; the store needs them only now and then (GET /nodes
-    // shows the live ones), so a large fleet's heartbeats do not each cost a write.
-    if (changed || now - entry.persistedAt >= NODE_PERSIST_INTERVAL_MS) {
-      entry.persistedAt = now;
-      await store.upsertNode(entry.info);
-    }
-    if (changed && entry.info.status === 'online') dispatcher.kick();
-    return { heartbeatIntervalMs: deps.heartbeatIntervalMs, heartbeatTimeoutMs: deps.heartbeatTimeoutMs };
+    entry.persistedAt = now;
+    await store.upsertNode(entry.info);
+    if (entry.info.status === 'online') dispatcher.kick();
   }
 
   async function openChannel(call: grpc.ServerWritableStream<AssignTaskRequest, AssignTaskResponse>): Promise<void> {
@@ -199,29 +203,8 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
     if (requeued) dispatcher.kick();
   }
 
-  /** Wraps a handler so that it checks the token first and maps failures to gRPC statuses. */
-  function guarded<Request, Response>(
-    handler: (request: Request) => Promise<Response>,
-  ): grpc.handleUnaryCall<Request, Response> {
-    return (call, callback) => {
-      if (!isAuthorized(call.metadata)) return callback(UNAUTHENTICATED);
-      handler(call.request).then(
-        (response) => callback(null, response),
-        (error: unknown) => {
-          if (error instanceof RpcError) return callback(error.status);
-          log.error({ err: error }, 'ReportStatus failed');
-          callback({ code: grpc.status.UNAVAILABLE, details: 'master could not record the heartbeat' });
-        },
-      );
-    };
-  }
-
   return {
-    reportStatus: guarded(async (request: ReportStatusRequest) => {
-      if (!isValidName(request.name)) throw invalid('invalid worker name');
-      if (request.concurrency < 1) throw invalid('concurrency must be at least 1');
-      return reportStatus(request);
-    }),
+    reportStatus,
     assignTask: (call) => {
       if (!isAuthorized(call.metadata)) {
         call.destroy(Object.assign(new Error(UNAUTHENTICATED.details), { code: grpc.status.UNAUTHENTICATED }));

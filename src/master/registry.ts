@@ -36,8 +36,9 @@ export class NodeRegistry {
   }
 
   /**
-   * Records a heartbeat. `replaced`: a different worker process took the name over. `changed`:
-   * anything but the load figures differs from before (a new worker, status, labels, capacity).
+   * Records a heartbeat, taking `info` over as the worker's record. `replaced`: a different worker
+   * process took the name over. `changed`: anything but the load figures differs from before (a
+   * new worker, status, labels, capacity).
    */
   heartbeat(info: NodeInfo): { entry: WorkerEntry; replaced: boolean; changed: boolean } {
     const existing = this.workers.get(info.name);
@@ -50,7 +51,8 @@ export class NodeRegistry {
         before.concurrency !== info.concurrency ||
         before.version !== info.version ||
         !sameLabels(before.labels, info.labels);
-      existing.info = { ...info, registeredAt: replaced ? info.registeredAt : before.registeredAt };
+      if (!replaced) info.registeredAt = before.registeredAt;
+      existing.info = info;
       existing.lastSeenAt = info.lastSeenAt;
       return { entry: existing, replaced, changed };
     }
@@ -93,6 +95,18 @@ export class NodeRegistry {
       if (entry.channel && entry.info.status === 'online' && freeSlots(entry) > 0) ready.push(entry);
     }
     return ready;
+  }
+
+  /**
+   * Workers not offline whose stored record is more than `maxLagMs` old and has heard from them
+   * since: their last-seen time and load are due to be written through.
+   */
+  unpersisted(now: number, maxLagMs: number): WorkerEntry[] {
+    const due: WorkerEntry[] = [];
+    for (const entry of this.workers.values()) {
+      if (entry.info.status !== 'offline' && now - entry.persistedAt >= maxLagMs && entry.lastSeenAt > entry.persistedAt) due.push(entry);
+    }
+    return due;
   }
 
   /** Workers silent for longer than the timeout that are not yet marked offline. */

@@ -70,7 +70,14 @@ export const UNAUTHENTICATED: Partial<grpc.StatusObject> = {
 /** Messages carry output batches of up to a few MiB; leave headroom over grpc's 4 MiB default. */
 export const MAX_MESSAGE_BYTES = 32 * 1024 * 1024;
 
+/**
+ * channelz is grpc's introspection service, which dcli does not serve; left on, grpc-js tracks
+ * every call (closures, counters) and every connection for it.
+ */
+const NO_CHANNELZ = { 'grpc.enable_channelz': 0 } as const;
+
 export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
+  ...NO_CHANNELZ,
   'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
   'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
   // Notice a silently dead connection (no RST) without waiting for TCP timeouts.
@@ -80,6 +87,7 @@ export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
 };
 
 export const SERVER_OPTIONS: grpc.ServerOptions = {
+  ...NO_CHANNELZ,
   'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
   'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
   'grpc.keepalive_permit_without_calls': 1,

@@ -1,0 +1,71 @@
+import type { NodeInfo } from '../../src/core/node.js';
+import { NodeRegistry } from '../../src/master/registry.js';
+
+const beat = (at: number, overrides: Partial<NodeInfo> = {}): NodeInfo => ({
+  id: 'w1',
+  name: 'w1',
+  instanceId: 'i1',
+  status: 'online',
+  labels: { pool: 'a' },
+  concurrency: 4,
+  running: 0,
+  loadAverage: 0,
+  version: '1',
+  lastSeenAt: at,
+  registeredAt: at,
+  ...overrides,
+});
+
+describe('NodeRegistry heartbeats', () => {
+  it('tells a new, a changed and a restarted worker apart from a plain beat', () => {
+    const registry = new NodeRegistry();
+    expect(registry.heartbeat(beat(1000))).toMatchObject({ replaced: false, changed: true });
+    expect(registry.heartbeat(beat(2000, { running: 3, loadAverage: 1.5 }))).toMatchObject({ replaced: false, changed: false });
+    expect(registry.heartbeat(beat(3000, { labels: { pool: 'b' } }))).toMatchObject({ replaced: false, changed: true });
+    expect(registry.heartbeat(beat(4000, { labels: { pool: 'b' }, status: 'draining' }))).toMatchObject({ replaced: false, changed: true });
+    expect(registry.heartbeat(beat(5000, { labels: { pool: 'b' }, status: 'draining', instanceId: 'i2' }))).toMatchObject({
+      replaced: true,
+      changed: true,
+    });
+  });
+
+  it('keeps the live figures of the latest beat and the registration time of the process', () => {
+    const registry = new NodeRegistry();
+    registry.heartbeat(beat(1000));
+    const { entry } = registry.heartbeat(beat(2000, { running: 2 }));
+    expect(entry.info).toMatchObject({ running: 2, lastSeenAt: 2000, registeredAt: 1000 });
+    expect(entry.lastSeenAt).toBe(2000);
+    registry.heartbeat(beat(3000, { instanceId: 'i2' }));
+    expect(entry.info.registeredAt).toBe(3000);
+  });
+});
+
+describe('NodeRegistry write-through of last-seen times', () => {
+  it('lists a worker once its stored record lags by the interval and it has beaten since', () => {
+    const registry = new NodeRegistry();
+    const { entry } = registry.heartbeat(beat(1000));
+    entry.persistedAt = 1000;
+    expect(registry.unpersisted(1500, 10_000)).toEqual([]);
+    registry.heartbeat(beat(3000));
+    expect(registry.unpersisted(10_999, 10_000)).toEqual([]);
+    expect(registry.unpersisted(11_000, 10_000)).toEqual([entry]);
+    entry.persistedAt = 11_000;
+    expect(registry.unpersisted(30_000, 10_000)).toEqual([]);
+  });
+
+  it('leaves out offline workers and workers only expected after a restart', () => {
+    const registry = new NodeRegistry();
+    registry.expect(beat(1000, { name: 'expected', id: 'expected' }), 1000);
+    const { entry } = registry.heartbeat(beat(1000));
+    registry.heartbeat(beat(2000));
+    entry.info.status = 'offline';
+    expect(registry.unpersisted(60_000, 10_000)).toEqual([]);
+  });
+
+  it('expires only workers silent past the timeout', () => {
+    const registry = new NodeRegistry();
+    const { entry } = registry.heartbeat(beat(1000));
+    expect(registry.expired(11_000, 10_000)).toEqual([]);
+    expect(registry.expired(11_001, 10_000)).toEqual([entry]);
+  });
+});
