@@ -100,17 +100,9 @@ export class OutputSegments {
       closeSync(this.writer.fd);
       this.writer = undefined;
     }
-    let segment = this.nextSegment++;
-    let fd: number | undefined;
-    while (fd === undefined) {
-      try {
-        fd = openSync(join(this.dir, segmentName(segment)), 'wx', 0o600);
-      } catch (error) {
-        // Another store on the same database took this number: bytes are never shared.
-        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-        segment = this.nextSegment++;
-      }
-    }
+    const segment = this.nextSegment++;
+    // 'wx': a segment is only ever new; its store holds the database alone (see sqlite.ts).
+    const fd = openSync(join(this.dir, segmentName(segment)), 'wx', 0o600);
     // Its directory entry must survive an OS crash as well as its bytes do once they are synced.
     const dirFd = openSync(this.dir, 'r');
     try {

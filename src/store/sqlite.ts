@@ -116,12 +116,13 @@ export class SqliteStore implements Store {
     file: string,
     private readonly options: StoreOptions,
   ) {
-    this.db = new Database(file);
+    // No busy wait: the file is this store's alone (see lockExclusively), so a lock held means
+    // another master, and that is an error at once.
+    this.db = new Database(file, { timeout: 0 });
+    this.lockExclusively(file);
     // WAL with synchronous=NORMAL: a committed transaction survives a crash or kill -9 of the
     // process (the guarantee dcli makes); only an OS crash or power cut may lose the last commits.
-    this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
-    this.db.pragma('busy_timeout = 5000');
     this.db.pragma('foreign_keys = ON');
     this.db.pragma('cache_size = -32768');
     // Each op's savepoint copies the pages it touches to a sub-journal: keep that in memory, not a
@@ -131,6 +132,26 @@ export class SqliteStore implements Store {
     this.sql = prepareStatements(this.db);
     this.segments = new OutputSegments(`${file}-output`);
     this.savepoint = this.db.transaction((run: () => unknown) => run());
+  }
+
+  /**
+   * One SQLite store serves one master: two would hand out the same tasks. The file stays locked
+   * for as long as this store has it open (the OS drops the lock if the process dies), so a second
+   * master fails at once with a clear error instead of sharing it.
+   */
+  private lockExclusively(file: string): void {
+    try {
+      this.db.pragma('locking_mode = EXCLUSIVE');
+      this.db.pragma('journal_mode = WAL');
+      // The first write transaction takes the lock, and exclusive mode keeps it.
+      this.db.exec('BEGIN IMMEDIATE; COMMIT');
+    } catch (error) {
+      this.db.close();
+      if (error instanceof Database.SqliteError && error.code.startsWith('SQLITE_BUSY')) {
+        throw new Error(`${file} is in use by another dcli master; one SQLite store serves one master`, { cause: error });
+      }
+      throw error;
+    }
   }
 
   createTasks(specs: TaskSpec[], idempotencyKey?: string): Promise<CreateResult> {

@@ -4,6 +4,8 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   cleanup,
+  cli,
+  expectOneLineError,
   HttpStream,
   pause,
   SLOW,
@@ -78,6 +80,17 @@ describe('kill -9 of the master mid-task, restarted on the same data dir and por
     const probe = await master.submit({ cmd: 'echo probe' });
     expect(await master.waitForTask(probe.id)).toMatchObject({ status: 'succeeded', node: 'steady' });
   }, 180_000);
+});
+
+describe('a second master on the same data dir', () => {
+  it('refuses to start with one clear line, and the first carries on', async () => {
+    const master = await startMaster();
+    const second = await cli(['master', '--data-dir', master.dataDir, '--host', '127.0.0.1', '--grpc-port', '0', '--http-port', '0']);
+    expectOneLineError(second, 1);
+    expect(second.stderr).toMatch(/dcli\.db is in use by another dcli master/);
+    const task = await master.submit({ cmd: 'true' });
+    expect((await master.task(task.id)).status).toBe('queued');
+  }, 60_000);
 });
 
 describe('master SIGTERM', () => {
