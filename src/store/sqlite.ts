@@ -1,9 +1,6 @@
-// The embedded store: one SQLite file behind a group-commit queue. Every write is queued and all
-// writes queued within one turn of the event loop share one transaction (so one WAL append); a
-// write that fails, fails alone (see runFast/runIsolated), and every promise settles only after
-// the COMMIT.
-// Reads run directly on the connection; they never see a batch in progress because a batch runs
-// synchronously from BEGIN to COMMIT.
+// The embedded store: one SQLite file behind a group-commit queue (sqlite-write-queue.ts): every
+// write runs in a batch and resolves only after its COMMIT. Reads run directly on the connection;
+// they never see a batch in progress because a batch runs synchronously from BEGIN to COMMIT.
 import Database from 'better-sqlite3';
 import { newTaskId } from '../core/ids.js';
 import type { NodeInfo, NodeStatus } from '../core/node.js';
@@ -19,6 +16,7 @@ import {
 } from '../core/task.js';
 import { ValidationError } from '../core/names.js';
 import { OutputSegments } from './output-segments.js';
+import { SqliteWriteQueue } from './sqlite-write-queue.js';
 import {
   TRUNCATION_MARKER,
   type AppliedEvents,
@@ -69,12 +67,6 @@ const SEGMENT_MIN_BYTES = 16 * 1024;
 /** Most queued rows one claim examines, so a claim stays cheap however long the queue is. */
 export const CLAIM_SCAN_BUDGET = 4096;
 
-interface WriteOp {
-  run: () => unknown;
-  resolve: (value: unknown) => void;
-  reject: (error: unknown) => void;
-}
-
 /** One worker's part of a claim. */
 interface WorkerClaim {
   request: ClaimRequest;
@@ -87,7 +79,6 @@ interface WorkerClaim {
   chosen: number[];
 }
 
-type OpResult = { ok: true; value: unknown } | { ok: false; error: unknown };
 
 
 export function openSqliteStore(file: string, options: StoreOptions): SqliteStore {
@@ -98,10 +89,7 @@ export class SqliteStore implements Store {
   private readonly db: Database.Database;
   private readonly sql: Statements;
   private readonly segments: OutputSegments;
-  /** Runs one write op inside the open batch; better-sqlite3 makes a nested transaction a SAVEPOINT. */
-  private readonly savepoint: (run: () => unknown) => unknown;
-  private queue: WriteOp[] = [];
-  private flushScheduled = false;
+  private readonly writes: SqliteWriteQueue;
   private closed = false;
   /**
    * Per worker (name and labels): the seq up to which every queued task is known to be
@@ -109,8 +97,6 @@ export class SqliteStore implements Store {
    * head. Only a hint: lowered whenever an older task returns to the queue.
    */
   private readonly claimCursors = new Map<string, number>();
-  /** Changes to the counts by status made by the open batch; written to task_counts at its commit. */
-  private countDeltas = new Map<TaskStatus, number>();
 
   constructor(
     file: string,
@@ -131,7 +117,7 @@ export class SqliteStore implements Store {
     migrate(this.db);
     this.sql = prepareStatements(this.db);
     this.segments = new OutputSegments(`${file}-output`);
-    this.savepoint = this.db.transaction((run: () => unknown) => run());
+    this.writes = new SqliteWriteQueue(this.db, this.sql);
   }
 
   /**
@@ -155,7 +141,7 @@ export class SqliteStore implements Store {
   }
 
   createTasks(specs: TaskSpec[], idempotencyKey?: string): Promise<CreateResult> {
-    return this.write(() => {
+    return this.writes.write(() => {
       if (idempotencyKey !== undefined) {
         const ids = this.sql.getIdempotency.get(idempotencyKey) as string | undefined;
         if (ids !== undefined) return { tasks: this.tasksByIds(JSON.parse(ids) as string[]), created: false };
@@ -204,15 +190,15 @@ export class SqliteStore implements Store {
   }
 
   claimTasks(requests: ClaimRequest[], now: number): Promise<ClaimedTask[][]> {
-    return this.write(() => this.claim(requests, now));
+    return this.writes.write(() => this.claim(requests, now));
   }
 
   applyEvents(events: AttemptEvent[]): Promise<AppliedEvents> {
-    return this.write(() => this.apply(events));
+    return this.writes.write(() => this.apply(events));
   }
 
   loseAttempts(refs: { taskId: string; attempt: number }[], reason: string, now: number): Promise<Task[]> {
-    return this.write(() =>
+    return this.writes.write(() =>
       this.updateCurrent(refs, ACTIVE_STATUSES, (row) => {
         const status = statusAfterAttempt(attemptState(row), 'lost');
         row.exit_code = null;
@@ -225,7 +211,7 @@ export class SqliteStore implements Store {
   }
 
   requeueAttempts(refs: { taskId: string; attempt: number }[]): Promise<Task[]> {
-    return this.write(() =>
+    return this.writes.write(() =>
       this.updateCurrent(refs, ASSIGNED_ONLY, (row) => {
         // Never delivered: a pending cancel ends it here, as it would have ended a queued task.
         if (row.cancel_requested === 1) {
@@ -249,7 +235,7 @@ export class SqliteStore implements Store {
   }
 
   requestCancel(id: string, now: number): Promise<CancelResult | undefined> {
-    return this.write((): CancelResult | undefined => {
+    return this.writes.write((): CancelResult | undefined => {
       const row = this.row(id);
       if (!row) return undefined;
       const from = row.status;
@@ -285,13 +271,13 @@ export class SqliteStore implements Store {
   }
 
   upsertNode(node: NodeInfo): Promise<void> {
-    return this.write(() => {
+    return this.writes.write(() => {
       this.sql.upsertNode.run(nodeToRow(node));
     });
   }
 
   setNodeStatus(name: string, status: NodeStatus): Promise<void> {
-    return this.write(() => {
+    return this.writes.write(() => {
       this.sql.setNodeStatus.run(status, name);
     });
   }
@@ -308,107 +294,14 @@ export class SqliteStore implements Store {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.flush();
+    this.writes.close();
     this.db.pragma('optimize');
     this.db.close();
     this.segments.close();
   }
 
-  // ---- group commit ----
-
   pendingWrites(): number {
-    return this.queue.length;
-  }
-
-  private write<T>(run: () => T): Promise<T> {
-    if (this.closed) return Promise.reject(new Error('the store is closed'));
-    return new Promise<T>((resolve, reject) => {
-      this.queue.push({ run, resolve: resolve as (value: unknown) => void, reject });
-      if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setImmediate(() => this.flush());
-      }
-    });
-  }
-
-  /** Runs every queued op in one transaction; settles their promises only after it commits. */
-  private flush(): void {
-    this.flushScheduled = false;
-    const batch = this.queue;
-    this.queue = [];
-    if (batch.length === 0) return;
-    const results = this.runFast(batch) ?? this.runIsolated(batch);
-    if (results instanceof Error) {
-      for (const op of batch) op.reject(results);
-      return;
-    }
-    batch.forEach((op, i) => {
-      const result = results[i]!;
-      if (result.ok) op.resolve(result.value);
-      else op.reject(result.error);
-    });
-  }
-
-  /**
-   * The common case: the batch's ops back to back in one transaction. Should one of them throw,
-   * the batch is rolled back (undefined) and goes to runIsolated. Savepoints copy every page an
-   * op touches, which is why they are not used here.
-   */
-  private runFast(batch: WriteOp[]): OpResult[] | undefined {
-    try {
-      this.beginBatch();
-      const results = batch.map((op): OpResult => ({ ok: true, value: op.run() }));
-      this.commitBatch();
-      return results;
-    } catch {
-      if (this.db.inTransaction) this.sql.rollback.run();
-      return undefined;
-    }
-  }
-
-  /** Each op in a savepoint, so only a failing op fails; a failed transaction is an Error for all. */
-  private runIsolated(batch: WriteOp[]): OpResult[] | Error {
-    try {
-      this.beginBatch();
-      const results = batch.map((op) => this.runOp(op));
-      this.commitBatch();
-      return results;
-    } catch (error) {
-      if (this.db.inTransaction) this.sql.rollback.run();
-      return error instanceof Error ? error : new Error(String(error));
-    }
-  }
-
-  private runOp(op: WriteOp): OpResult {
-    const countsBefore = new Map(this.countDeltas);
-    try {
-      return { ok: true, value: this.savepoint(op.run) };
-    } catch (error) {
-      // Some errors (disk full, I/O) make SQLite drop the whole transaction: then no op of the
-      // batch may count as committed.
-      if (!this.db.inTransaction) throw error;
-      this.countDeltas = countsBefore;
-      return { ok: false, error };
-    }
-  }
-
-  private beginBatch(): void {
-    this.countDeltas.clear();
-    this.sql.begin.run();
-  }
-
-  /** The batch's count changes go in with it: one small write per status touched, not per task. */
-  private commitBatch(): void {
-    for (const [status, delta] of this.countDeltas) {
-      if (delta !== 0) this.sql.addToCount.run(delta, status);
-    }
-    this.sql.commit.run();
-  }
-
-  private moveCount(from: TaskStatus | null, to: TaskStatus): void {
-    if (from === to) return;
-    if (from !== null) this.countDeltas.set(from, (this.countDeltas.get(from) ?? 0) - 1);
-    this.countDeltas.set(to, (this.countDeltas.get(to) ?? 0) + 1);
+    return this.writes.pending;
   }
 
   // ---- write ops (run inside a batch) ----
@@ -448,7 +341,7 @@ export class SqliteStore implements Store {
       row.id = newTaskId(now);
       try {
         row.seq = Number(this.sql.insertTask.run(row).lastInsertRowid);
-        this.moveCount(null, row.status);
+        this.writes.moveCount(null, row.status);
         return row;
       } catch (error) {
         if (tries >= 3 || !isIdClash(error)) throw error;
@@ -512,7 +405,7 @@ export class SqliteStore implements Store {
       if (claim.ineligibleThrough > claim.cursor) this.claimCursors.set(claim.cursorKey, claim.ineligibleThrough);
       return claim.chosen.map((seq) => {
         this.sql.claim.run({ seq, name: claim.request.name, now });
-        this.moveCount('queued', 'assigned');
+        this.writes.moveCount('queued', 'assigned');
         return rowToClaimedTask(this.sql.claimedBySeq.get(seq) as ClaimedRow);
       });
     });
@@ -545,7 +438,7 @@ export class SqliteStore implements Store {
         this.sql.updateOutputProgress.run(row);
       } else {
         this.sql.updateAttempt.run(row);
-        this.moveCount(from, row.status);
+        this.writes.moveCount(from, row.status);
       }
       changes.push({ id: row.id, status: row.status });
     }
@@ -635,7 +528,7 @@ export class SqliteStore implements Store {
   /** Writes a whole row back; `from` is its status before the change, for the counts. */
   private save(row: TaskRow, from: TaskStatus): void {
     this.sql.updateTask.run(row);
-    this.moveCount(from, row.status);
+    this.writes.moveCount(from, row.status);
   }
 
   // ---- reads ----
