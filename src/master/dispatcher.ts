@@ -39,7 +39,7 @@ export class Dispatcher {
         const workers = this.registry.dispatchable();
         // One cheap count spares a claim per idle worker when there is nothing to hand out.
         if (workers.length === 0 || (await this.store.countTasks()).queued === 0) continue;
-        const requests = workers.map(({ info }, i) => ({ name: info.name, labels: info.labels, limit: freeSlots(workers[i]!) }));
+        const requests = workers.map((worker) => ({ name: worker.info.name, labels: worker.info.labels, limit: freeSlots(worker) }));
         const claimed = await this.store.claimTasks(requests, Date.now());
         const deliveries: Promise<void>[] = [];
         workers.forEach((worker, i) => {

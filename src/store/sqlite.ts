@@ -74,8 +74,6 @@ interface WorkerClaim {
   /** Every queued row up to here is known to be ineligible for this worker. */
   cursor: number;
   ineligibleThrough: number;
-  /** Met a row it could run, or one waiting: its cursor may move no further. */
-  frozen: boolean;
   chosen: number[];
 }
 
@@ -358,12 +356,13 @@ export class SqliteStore implements Store {
     const claims = requests.map((request): WorkerClaim => {
       const cursorKey = `${request.name}\n${canonicalJson(request.labels)}`;
       const cursor = this.claimCursors.get(cursorKey) ?? 0;
-      return { request, cursorKey, cursor, ineligibleThrough: cursor, frozen: false, chosen: [] };
+      return { request, cursorKey, cursor, ineligibleThrough: cursor, chosen: [] };
     });
     /** Workers with room left, served in turn from `turn`. */
     const open = claims.filter((claim) => claim.request.limit > 0);
     let wanted = open.reduce((sum, claim) => sum + claim.request.limit, 0);
-    let unfrozen = open;
+    /** Workers whose cursor may still move: no row they could run (or a waiting one) met yet. */
+    let movable = open;
     let turn = 0;
     let after = Math.min(...open.map((claim) => claim.cursor));
     let budget = CLAIM_SCAN_BUDGET;
@@ -376,27 +375,26 @@ export class SqliteStore implements Store {
       for (const row of page) {
         after = row.seq;
         const waiting = row.not_before > now;
-        for (const claim of unfrozen) {
-          if (row.seq <= claim.cursor) continue;
-          if (waiting || isRowEligible(row, claim.request)) claim.frozen = true;
-          else claim.ineligibleThrough = row.seq;
+        if (movable.length > 0) {
+          movable = movable.filter((claim) => {
+            if (row.seq <= claim.cursor) return true;
+            if (waiting || isRowEligible(row, claim.request)) return false;
+            claim.ineligibleThrough = row.seq;
+            return true;
+          });
         }
-        unfrozen = unfrozen.filter((claim) => !claim.frozen);
         if (waiting) continue;
-        for (let tried = 0; tried < open.length; tried++) {
-          const at = (turn + tried) % open.length;
-          const claim = open[at]!;
-          if (row.seq <= claim.cursor || !isRowEligible(row, claim.request)) continue;
-          claim.chosen.push(row.seq);
-          if (claim.chosen.length < claim.request.limit) {
-            turn = at + 1;
-          } else {
-            open.splice(at, 1);
-            turn = at;
-          }
-          if (--wanted === 0) break scan;
-          break;
+        const taker = nextTaker(open, turn, row);
+        if (taker === -1) continue;
+        const claim = open[taker]!;
+        claim.chosen.push(row.seq);
+        if (claim.chosen.length < claim.request.limit) {
+          turn = taker + 1;
+        } else {
+          open.splice(taker, 1);
+          turn = taker;
         }
+        if (--wanted === 0) break scan;
       }
       if (page.length < pageLimit) break;
       pageSize = Math.min(Math.max(pageSize, 16) * 4, 1024);
@@ -551,6 +549,16 @@ function isIdClash(error: unknown): boolean {
     error.code === 'SQLITE_CONSTRAINT_UNIQUE' &&
     error.message.includes('tasks.id')
   );
+}
+
+/** Index of the first worker from `turn` on (wrapping) that may run the row, or -1. */
+function nextTaker(open: WorkerClaim[], turn: number, row: QueuedRow): number {
+  for (let tried = 0; tried < open.length; tried++) {
+    const at = (turn + tried) % open.length;
+    const claim = open[at]!;
+    if (row.seq > claim.cursor && isRowEligible(row, claim.request)) return at;
+  }
+  return -1;
 }
 
 function isRowEligible(row: QueuedRow, worker: ClaimRequest): boolean {
