@@ -72,8 +72,6 @@ export class WorkerAgent {
   private readonly metadata: grpc.Metadata;
   private readonly credentials: grpc.ChannelCredentials;
   private draining = false;
-  /** The outbox asked to stop reading output: tasks started meanwhile start paused too. */
-  private outputHeld = false;
   private stopped = false;
   private everConnected = false;
   /** The master's heartbeat timeout, as it last said; reconnection must beat it. */
@@ -97,7 +95,6 @@ export class WorkerAgent {
       spool: this.spool,
       spoolLimitBytes: 1024 * 1024 * 1024,
       onPressure: (pressed) => {
-        this.outputHeld = pressed;
         for (const task of this.active.values()) {
           if (pressed) task.run.pause();
           else task.run.resume();
@@ -361,7 +358,8 @@ export class WorkerAgent {
       ),
     };
     this.active.set(key, task);
-    if (this.outputHeld) task.run.pause();
+    // Started while the outbox holds output back: it starts paused too.
+    if (this.outbox.holdingOutput) task.run.pause();
     void task.run.result.then((result) => {
       this.active.delete(key);
       this.outbox.push({

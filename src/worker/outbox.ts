@@ -50,7 +50,7 @@ export class Outbox {
   private nextBatchId = 1;
   private send: ((request: ReportTaskEventsRequest) => void) | undefined;
   private flushScheduled = false;
-  private pressed = false;
+  private holding = false;
   /** Attempts whose finished event the master has not yet acknowledged. */
   readonly unfinished = new Set<string>();
   private idleWaiters: (() => void)[] = [];
@@ -68,6 +68,11 @@ export class Outbox {
       this.scheduleFlush();
     }
     this.updatePressure();
+  }
+
+  /** Whether it has asked for backpressure (onPressure(true)) and not yet released it. */
+  get holdingOutput(): boolean {
+    return this.holding;
   }
 
   /** Bytes of events held in memory. */
@@ -168,11 +173,11 @@ export class Outbox {
     const connected = this.send !== undefined;
     const full = spool.bytes > spoolLimitBytes || (connected && this.memoryBytes > memoryLimitBytes);
     const roomy = spool.bytes < spoolLimitBytes / 2 && (!connected || this.memoryBytes < refillBelowBytes);
-    if (!this.pressed && full) {
-      this.pressed = true;
+    if (!this.holding && full) {
+      this.holding = true;
       this.options.onPressure(true);
-    } else if (this.pressed && roomy) {
-      this.pressed = false;
+    } else if (this.holding && roomy) {
+      this.holding = false;
       this.options.onPressure(false);
     }
   }
