@@ -87,6 +87,13 @@ export interface ReportStatusResponse {
   heartbeatIntervalMs: number;
   /** How long the master waits without a heartbeat before it declares the worker offline. */
   heartbeatTimeoutMs: number;
+  /**
+   * True when this master also takes heartbeats as `status` on the ReportTaskEvents stream. A
+   * connected worker then sends its periodic ones there: a message on an open stream costs the
+   * master about half a call, and is not answered (HTTP/2 keepalive watches the connection). The
+   * first heartbeat of a connection is always this call.
+   */
+  streamHeartbeats: boolean;
 }
 
 /** TaskRef names one attempt of one task. */
@@ -108,6 +115,11 @@ export interface AssignTaskRequest {
    * master declares any other attempt it believed to be on this worker lost.
    */
   knownTasks: TaskRef[];
+  /**
+   * True when the worker understands `assignments`: the master may then hand out several tasks
+   * in one message.
+   */
+  acceptsBatches: boolean;
 }
 
 /** AssignTaskResponse is one message on the push channel. */
@@ -120,7 +132,16 @@ export interface AssignTaskResponse {
     | //
     /** Stop this task. */
     { $case: "cancellation"; cancellation: TaskCancellation }
+    | //
+    /** Run these tasks; sent only to workers that set accepts_batches. */
+    { $case: "assignments"; assignments: TaskAssignments }
     | undefined;
+}
+
+/** TaskAssignments is several assignments in one message. */
+export interface TaskAssignments {
+  /** The assignments, each as it would be sent alone. */
+  assignments: TaskAssignment[];
 }
 
 /** TaskAssignment is one attempt of a task handed to a worker. */
@@ -178,6 +199,12 @@ export interface ReportTaskEventsRequest {
   batchId: number;
   /** Events in the order they happened. */
   events: TaskEvent[];
+  /**
+   * A heartbeat, to a master that offered stream_heartbeats; sent alone, with batch_id 0 and no
+   * events, and not answered. It means what a ReportStatus call with the same request means; a
+   * master that cannot take it ends the stream with the status ReportStatus would have returned.
+   */
+  status?: ReportStatusRequest | undefined;
 }
 
 /** ReportTaskEventsResponse acknowledges a batch. */
@@ -473,7 +500,7 @@ export const ReportStatusRequest_LabelsEntry: MessageFns<ReportStatusRequest_Lab
 };
 
 function createBaseReportStatusResponse(): ReportStatusResponse {
-  return { heartbeatIntervalMs: 0, heartbeatTimeoutMs: 0 };
+  return { heartbeatIntervalMs: 0, heartbeatTimeoutMs: 0, streamHeartbeats: false };
 }
 
 export const ReportStatusResponse: MessageFns<ReportStatusResponse> = {
@@ -483,6 +510,9 @@ export const ReportStatusResponse: MessageFns<ReportStatusResponse> = {
     }
     if (message.heartbeatTimeoutMs !== 0) {
       writer.uint32(16).uint32(message.heartbeatTimeoutMs);
+    }
+    if (message.streamHeartbeats !== false) {
+      writer.uint32(24).bool(message.streamHeartbeats);
     }
     return writer;
   },
@@ -516,6 +546,14 @@ export const ReportStatusResponse: MessageFns<ReportStatusResponse> = {
             message.heartbeatTimeoutMs = reader.uint32();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.streamHeartbeats = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -535,6 +573,7 @@ export const ReportStatusResponse: MessageFns<ReportStatusResponse> = {
     const message = createBaseReportStatusResponse();
     message.heartbeatIntervalMs = object.heartbeatIntervalMs ?? 0;
     message.heartbeatTimeoutMs = object.heartbeatTimeoutMs ?? 0;
+    message.streamHeartbeats = object.streamHeartbeats ?? false;
     return message;
   },
 };
@@ -607,7 +646,7 @@ export const TaskRef: MessageFns<TaskRef> = {
 };
 
 function createBaseAssignTaskRequest(): AssignTaskRequest {
-  return { name: "", instanceId: "", knownTasks: [] };
+  return { name: "", instanceId: "", knownTasks: [], acceptsBatches: false };
 }
 
 export const AssignTaskRequest: MessageFns<AssignTaskRequest> = {
@@ -620,6 +659,9 @@ export const AssignTaskRequest: MessageFns<AssignTaskRequest> = {
     }
     for (const v of message.knownTasks) {
       TaskRef.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.acceptsBatches !== false) {
+      writer.uint32(32).bool(message.acceptsBatches);
     }
     return writer;
   },
@@ -661,6 +703,14 @@ export const AssignTaskRequest: MessageFns<AssignTaskRequest> = {
             message.knownTasks.push(TaskRef.decode(reader, reader.uint32()));
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.acceptsBatches = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -681,6 +731,7 @@ export const AssignTaskRequest: MessageFns<AssignTaskRequest> = {
     message.name = object.name ?? "";
     message.instanceId = object.instanceId ?? "";
     message.knownTasks = object.knownTasks?.map((e) => TaskRef.fromPartial(e)) || [];
+    message.acceptsBatches = object.acceptsBatches ?? false;
     return message;
   },
 };
@@ -697,6 +748,9 @@ export const AssignTaskResponse: MessageFns<AssignTaskResponse> = {
         break;
       case "cancellation":
         TaskCancellation.encode(message.kind.cancellation, writer.uint32(18).fork()).join();
+        break;
+      case "assignments":
+        TaskAssignments.encode(message.kind.assignments, writer.uint32(26).fork()).join();
         break;
     }
     return writer;
@@ -729,6 +783,14 @@ export const AssignTaskResponse: MessageFns<AssignTaskResponse> = {
             }
 
             message.kind = { $case: "cancellation", cancellation: TaskCancellation.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.kind = { $case: "assignments", assignments: TaskAssignments.decode(reader, reader.uint32()) };
             continue;
           }
         }
@@ -764,7 +826,68 @@ export const AssignTaskResponse: MessageFns<AssignTaskResponse> = {
         }
         break;
       }
+      case "assignments": {
+        if (object.kind?.assignments !== undefined && object.kind?.assignments !== null) {
+          message.kind = { $case: "assignments", assignments: TaskAssignments.fromPartial(object.kind.assignments) };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseTaskAssignments(): TaskAssignments {
+  return { assignments: [] };
+}
+
+export const TaskAssignments: MessageFns<TaskAssignments> = {
+  encode(message: TaskAssignments, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.assignments) {
+      TaskAssignment.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TaskAssignments {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTaskAssignments();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.assignments.push(TaskAssignment.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<TaskAssignments>, I>>(base?: I): TaskAssignments {
+    return TaskAssignments.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TaskAssignments>, I>>(object: I): TaskAssignments {
+    const message = createBaseTaskAssignments();
+    message.assignments = object.assignments?.map((e) => TaskAssignment.fromPartial(e)) || [];
     return message;
   },
 };
@@ -1123,7 +1246,7 @@ export const TaskCancellation: MessageFns<TaskCancellation> = {
 };
 
 function createBaseReportTaskEventsRequest(): ReportTaskEventsRequest {
-  return { name: "", batchId: 0, events: [] };
+  return { name: "", batchId: 0, events: [], status: undefined };
 }
 
 export const ReportTaskEventsRequest: MessageFns<ReportTaskEventsRequest> = {
@@ -1136,6 +1259,9 @@ export const ReportTaskEventsRequest: MessageFns<ReportTaskEventsRequest> = {
     }
     for (const v of message.events) {
       TaskEvent.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.status !== undefined) {
+      ReportStatusRequest.encode(message.status, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -1177,6 +1303,14 @@ export const ReportTaskEventsRequest: MessageFns<ReportTaskEventsRequest> = {
             message.events.push(TaskEvent.decode(reader, reader.uint32()));
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.status = ReportStatusRequest.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1197,6 +1331,9 @@ export const ReportTaskEventsRequest: MessageFns<ReportTaskEventsRequest> = {
     message.name = object.name ?? "";
     message.batchId = object.batchId ?? 0;
     message.events = object.events?.map((e) => TaskEvent.fromPartial(e)) || [];
+    message.status = (object.status !== undefined && object.status !== null)
+      ? ReportStatusRequest.fromPartial(object.status)
+      : undefined;
     return message;
   },
 };

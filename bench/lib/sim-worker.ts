@@ -1,6 +1,7 @@
 // Simulated workers: they speak the real protocol of node.proto as src/worker/agent.ts does
-// (ReportStatus heartbeat, then the AssignTask stream, then the ReportTaskEvents stream with
-// batches acknowledged by batchId), but run nothing: every assignment is reported started and
+// (a ReportStatus call, then the AssignTask stream taking batches, then the ReportTaskEvents
+// stream with batches acknowledged by batchId and, when the master offers it, the periodic
+// heartbeats), but run nothing: every assignment is reported started and
 // finished at once. So the master is the only thing measured.
 import * as grpc from '@grpc/grpc-js';
 import { randomUUID } from 'node:crypto';
@@ -8,8 +9,11 @@ import {
   NodeServiceClient,
   TaskOutcome,
   type AssignTaskResponse,
+  type ReportStatusRequest,
+  type ReportStatusResponse,
   type ReportTaskEventsRequest,
   type ReportTaskEventsResponse,
+  type TaskAssignment,
   type TaskEvent,
 } from '../../generated/node.js';
 import { CHANNEL_OPTIONS, tokenMetadata } from '../../src/transport/grpc.js';
@@ -55,6 +59,7 @@ export class SimWorker {
   private eventsCall: grpc.ClientDuplexStream<ReportTaskEventsRequest, ReportTaskEventsResponse> | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private intervalMs = 2000;
+  private streamHeartbeats = false;
   private pending: TaskEvent[] = [];
   private flushScheduled = false;
   private nextBatchId = 1;
@@ -72,9 +77,11 @@ export class SimWorker {
 
   /** Registers, opens both streams and starts heartbeating, as the real agent does. */
   async connect(): Promise<void> {
-    this.intervalMs = await this.heartbeat();
+    const answer = await this.heartbeat();
+    this.intervalMs = answer.heartbeatIntervalMs;
+    this.streamHeartbeats = answer.streamHeartbeats;
     const { name } = this.options;
-    const assign = this.client.assignTask({ name, instanceId: this.instanceId, knownTasks: [] }, this.metadata);
+    const assign = this.client.assignTask({ name, instanceId: this.instanceId, knownTasks: [], acceptsBatches: true }, this.metadata);
     this.assignCall = assign;
     assign.on('data', (message: AssignTaskResponse) => this.onMessage(message));
     assign.on('error', (error) => this.fail(error));
@@ -113,8 +120,8 @@ export class SimWorker {
     this.client.close();
   }
 
-  private heartbeat(): Promise<number> {
-    const request = {
+  private statusReport(): ReportStatusRequest {
+    return {
       name: this.options.name,
       instanceId: this.instanceId,
       labels: {},
@@ -124,17 +131,29 @@ export class SimWorker {
       version: 'bench',
       draining: this.draining,
     };
+  }
+
+  /** A ReportStatus call. */
+  private heartbeat(): Promise<ReportStatusResponse> {
     return new Promise((resolve, reject) => {
-      this.client.reportStatus(request, this.metadata, { deadline: Date.now() + HEARTBEAT_DEADLINE_MS }, (error, response) => {
+      this.client.reportStatus(this.statusReport(), this.metadata, { deadline: Date.now() + HEARTBEAT_DEADLINE_MS }, (error, response) => {
         if (error) return reject(error);
         this.heartbeats++;
-        resolve(response.heartbeatIntervalMs);
+        resolve(response);
       });
     });
   }
 
+  /** A periodic heartbeat: on the event stream when the master offered it, as the agent does. */
   private beat(): void {
     if (this.closed) return;
+    if (this.streamHeartbeats && this.eventsCall) {
+      // Not answered: counted as sent.
+      this.eventsCall.write({ name: this.options.name, batchId: 0, events: [], status: this.statusReport() });
+      this.heartbeats++;
+      this.heartbeatTimer = setTimeout(() => this.beat(), this.intervalMs);
+      return;
+    }
     this.heartbeat().then(
       () => undefined,
       () => void this.heartbeatFailures++,
@@ -144,8 +163,12 @@ export class SimWorker {
   }
 
   private onMessage(message: AssignTaskResponse): void {
-    if (message.kind?.$case !== 'assignment') return;
-    const { taskId, attempt } = message.kind.assignment;
+    const kind = message.kind;
+    if (kind?.$case === 'assignment') this.take(kind.assignment);
+    else if (kind?.$case === 'assignments') for (const assignment of kind.assignments.assignments) this.take(assignment);
+  }
+
+  private take({ taskId, attempt }: TaskAssignment): void {
     this.assigned++;
     this.options.onAssignment?.(taskId, now());
     const at = Date.now();

@@ -3,7 +3,7 @@
 // a worker connecting, a task finishing); HTTP never waits for it.
 import type { Logger } from '../core/log.js';
 import type { ClaimedTask, Store } from '../store/store.js';
-import type { TaskAssignment } from '../../generated/node.js';
+import type { AssignTaskResponse, TaskAssignment } from '../../generated/node.js';
 import { attemptKey, freeSlots, type NodeRegistry, type WorkerEntry } from './registry.js';
 
 export class Dispatcher {
@@ -55,14 +55,22 @@ export class Dispatcher {
     }
   }
 
-  /** Pushes a worker's newly claimed tasks down its channel; what cannot be sent goes back. */
+  /**
+   * Pushes a worker's newly claimed tasks down its channel, in one message when the worker takes
+   * batches; what cannot be sent goes back.
+   */
   private async deliver(worker: WorkerEntry, tasks: ClaimedTask[]): Promise<void> {
     const { name } = worker.info;
+    const channel = worker.channel;
+    const messages: { message: AssignTaskResponse; tasks: ClaimedTask[] }[] =
+      channel?.acceptsBatches && tasks.length > 1
+        ? [{ message: { kind: { $case: 'assignments', assignments: { assignments: tasks.map((task) => this.toAssignment(task)) } } }, tasks }]
+        : tasks.map((task) => ({ message: { kind: { $case: 'assignment', assignment: this.toAssignment(task) } }, tasks: [task] }));
     const undelivered: { taskId: string; attempt: number }[] = [];
-    for (const task of tasks) {
-      worker.inFlight.add(attemptKey(task.id, task.attempts));
-      const sent = worker.channel?.send({ kind: { $case: 'assignment', assignment: this.toAssignment(task) } }) ?? false;
-      if (!sent) {
+    for (const { message, tasks: carried } of messages) {
+      for (const task of carried) worker.inFlight.add(attemptKey(task.id, task.attempts));
+      if (channel?.send(message)) continue;
+      for (const task of carried) {
         worker.inFlight.delete(attemptKey(task.id, task.attempts));
         undelivered.push({ taskId: task.id, attempt: task.attempts });
       }

@@ -15,7 +15,7 @@ import type {
 import { OutputStream, TaskOutcome } from '../../generated/node.js';
 import { isValidName } from '../core/names.js';
 import type { AttemptEvent } from '../store/store.js';
-import { metadataAuthorizer, UNAUTHENTICATED } from '../transport/grpc.js';
+import { failStream, metadataAuthorizer, UNAUTHENTICATED } from '../transport/grpc.js';
 import type { MasterContext } from './context.js';
 import { attemptKey, type PushChannel, type WorkerEntry } from './registry.js';
 
@@ -28,19 +28,23 @@ export interface NodeServiceDeps extends MasterContext {
 export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
   const { store, registry, dispatcher, watch, metrics, log, token } = deps;
   const isAuthorized = metadataAuthorizer(token);
-  const heartbeatAnswer: ReportStatusResponse = { heartbeatIntervalMs: deps.heartbeatIntervalMs, heartbeatTimeoutMs: deps.heartbeatTimeoutMs };
+  const heartbeatAnswer: ReportStatusResponse = {
+    heartbeatIntervalMs: deps.heartbeatIntervalMs,
+    heartbeatTimeoutMs: deps.heartbeatTimeoutMs,
+    streamHeartbeats: true,
+  };
 
   /**
-   * A heartbeat. The common one (same worker process, nothing but the load figures changed) is
-   * answered at once, without the store: with a large fleet these are most of the master's calls,
-   * and the liveness monitor writes last-seen times through in batches. A new, changed or
-   * restarted worker is answered once its record is stored.
+   * A heartbeat, by ReportStatus or on the event stream: the same record either way. The common
+   * one (same worker process, nothing but the load figures changed) is taken at once, without the
+   * store: with a large fleet these are most of what the master hears, and the liveness monitor
+   * writes last-seen times through in batches. A new, changed or restarted worker is answered
+   * once its record is stored. Returns why the request is invalid, the pending store write, or
+   * undefined when the answer can go at once.
    */
-  const reportStatus: grpc.handleUnaryCall<ReportStatusRequest, ReportStatusResponse> = (call, callback) => {
-    if (!isAuthorized(call.metadata)) return callback(UNAUTHENTICATED);
-    const request = call.request;
-    if (!isValidName(request.name)) return callback({ code: grpc.status.INVALID_ARGUMENT, details: 'invalid worker name' });
-    if (request.concurrency < 1) return callback({ code: grpc.status.INVALID_ARGUMENT, details: 'concurrency must be at least 1' });
+  function takeHeartbeat(request: ReportStatusRequest): { invalid: string } | Promise<void> | undefined {
+    if (!isValidName(request.name)) return { invalid: 'invalid worker name' };
+    if (request.concurrency < 1) return { invalid: 'concurrency must be at least 1' };
     const now = Date.now();
     const beat = registry.heartbeat({
       id: request.name,
@@ -55,13 +59,21 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
       lastSeenAt: now,
       registeredAt: now,
     });
-    if (!beat.replaced && !beat.changed) return callback(null, heartbeatAnswer);
-    recordChangedWorker(beat.entry, beat.replaced, now).then(
+    if (!beat.replaced && !beat.changed) return undefined;
+    return recordChangedWorker(beat.entry, beat.replaced, now).catch((error: unknown) => {
+      log.error({ err: error, worker: request.name }, 'cannot record a heartbeat');
+      throw error;
+    });
+  }
+
+  const reportStatus: grpc.handleUnaryCall<ReportStatusRequest, ReportStatusResponse> = (call, callback) => {
+    if (!isAuthorized(call.metadata)) return callback(UNAUTHENTICATED);
+    const taken = takeHeartbeat(call.request);
+    if (taken === undefined) return callback(null, heartbeatAnswer);
+    if (!(taken instanceof Promise)) return callback({ code: grpc.status.INVALID_ARGUMENT, details: taken.invalid });
+    taken.then(
       () => callback(null, heartbeatAnswer),
-      (error: unknown) => {
-        log.error({ err: error, worker: request.name }, 'ReportStatus failed');
-        callback({ code: grpc.status.UNAVAILABLE, details: 'master could not record the heartbeat' });
-      },
+      () => callback({ code: grpc.status.UNAVAILABLE, details: 'master could not record the heartbeat' }),
     );
   };
 
@@ -87,13 +99,14 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
   }
 
   async function openChannel(call: grpc.ServerWritableStream<AssignTaskRequest, AssignTaskResponse>): Promise<void> {
-    const { name, instanceId, knownTasks } = call.request;
+    const { name, instanceId, knownTasks, acceptsBatches } = call.request;
     const entry = registry.get(name);
     if (!entry || entry.info.instanceId !== instanceId || entry.info.status === 'offline') {
-      call.destroy(Object.assign(new Error('call ReportStatus before AssignTask'), { code: grpc.status.FAILED_PRECONDITION }));
+      failStream(call, grpc.status.FAILED_PRECONDITION, 'call ReportStatus before AssignTask');
       return;
     }
     const channel: PushChannel = {
+      acceptsBatches,
       send: (message) => {
         if (call.cancelled || call.destroyed || call.writableEnded) return false;
         call.write(message);
@@ -153,14 +166,14 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
     };
     const drain = async (): Promise<void> => {
       applying = true;
-      while (waiting.length > 0 && !call.destroyed) {
+      while (waiting.length > 0 && !call.destroyed && !call.writableEnded) {
         const batches = waiting;
         waiting = [];
         try {
           await applyBatches(batches);
         } catch (error) {
           log.error({ err: error, worker: batches[0]!.name }, 'cannot store task events; closing the stream so the worker re-sends');
-          call.destroy(Object.assign(new Error('master could not store events'), { code: grpc.status.UNAVAILABLE }));
+          failStream(call, grpc.status.UNAVAILABLE, 'master could not store events');
           return;
         }
         if (!call.destroyed && !call.writableEnded) call.write({ batchId: batches[batches.length - 1]!.batchId });
@@ -169,6 +182,13 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
       if (ended) finish();
     };
     call.on('data', (batch: ReportTaskEventsRequest) => {
+      if (batch.status) {
+        // Taken as it arrives, not behind the store writes queued before it; not answered.
+        const taken = takeHeartbeat(batch.status);
+        if (taken instanceof Promise) taken.catch(() => failStream(call, grpc.status.UNAVAILABLE, 'master could not record the heartbeat'));
+        else if (taken !== undefined) failStream(call, grpc.status.INVALID_ARGUMENT, taken.invalid);
+      }
+      if (batch.events.length === 0 && batch.batchId === 0) return;
       waiting.push(batch);
       if (!applying) void drain();
     });
@@ -207,17 +227,17 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
     reportStatus,
     assignTask: (call) => {
       if (!isAuthorized(call.metadata)) {
-        call.destroy(Object.assign(new Error(UNAUTHENTICATED.details), { code: grpc.status.UNAUTHENTICATED }));
+        failStream(call, grpc.status.UNAUTHENTICATED, UNAUTHENTICATED.details!);
         return;
       }
       openChannel(call).catch((error: unknown) => {
         log.error({ err: error }, 'AssignTask failed');
-        call.destroy(Object.assign(new Error('master could not open the channel'), { code: grpc.status.UNAVAILABLE }));
+        failStream(call, grpc.status.UNAVAILABLE, 'master could not open the channel');
       });
     },
     reportTaskEvents: (call) => {
       if (!isAuthorized(call.metadata)) {
-        call.destroy(Object.assign(new Error(UNAUTHENTICATED.details), { code: grpc.status.UNAUTHENTICATED }));
+        failStream(call, grpc.status.UNAUTHENTICATED, UNAUTHENTICATED.details!);
         return;
       }
       receiveEvents(call);

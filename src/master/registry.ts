@@ -6,6 +6,8 @@ import type { AssignTaskResponse } from '../../generated/node.js';
 import type { NodeInfo } from '../core/node.js';
 
 export interface PushChannel {
+  /** The worker takes several assignments in one message. */
+  readonly acceptsBatches: boolean;
   /** Sends a message; false when the channel is closed. */
   send(message: AssignTaskResponse): boolean;
   close(): void;

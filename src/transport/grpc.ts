@@ -62,6 +62,15 @@ export function metadataAuthorizer(token: string): (metadata: grpc.Metadata) => 
   };
 }
 
+/**
+ * Ends a server stream with an error status the client receives. (`destroy(error)` would not:
+ * grpc-js then never sends the status, and the client waits on a silent stream.)
+ */
+export function failStream(call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>, code: grpc.status, details: string): void {
+  if (call.writableEnded || call.destroyed) return;
+  call.emit('error', Object.assign(new Error(details), { code }));
+}
+
 export const UNAUTHENTICATED: Partial<grpc.StatusObject> = {
   code: grpc.status.UNAUTHENTICATED,
   details: 'missing or invalid token',

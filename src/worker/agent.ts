@@ -12,6 +12,7 @@ import {
   TaskOutcome,
   type AssignTaskResponse,
   type ReportStatusRequest,
+  type ReportStatusResponse,
   type ReportTaskEventsRequest,
   type ReportTaskEventsResponse,
   type TaskAssignment,
@@ -232,35 +233,44 @@ export class WorkerAgent {
       };
       this.closeConnection = () => end('worker stopping');
 
-      const heartbeat = (): Promise<number> =>
+      // Heartbeats go by ReportStatus until the master, answering the first, offers to take them
+      // on the event stream. There they are not answered: a silent master is noticed by the
+      // channel's keepalive instead of a call's deadline.
+      let streamHeartbeats = false;
+      let intervalMs = 0;
+      const heartbeatCall = (): Promise<ReportStatusResponse> =>
         new Promise((resolveBeat, rejectBeat) => {
           const deadline = Date.now() + HEARTBEAT_DEADLINE_MS;
           client.reportStatus(this.statusReport(), this.metadata, { deadline }, (error, response) => {
-            if (error) return rejectBeat(error);
-            this.masterHeartbeatTimeoutMs = response.heartbeatTimeoutMs;
-            resolveBeat(response.heartbeatIntervalMs);
+            if (error) rejectBeat(error);
+            else resolveBeat(response);
           });
         });
-
-      const scheduleHeartbeats = (intervalMs: number): void => {
-        const beat = (): void => {
-          clearTimeout(heartbeatTimer);
-          heartbeat().then(
-            (next) => {
-              if (!ended) heartbeatTimer = setTimeout(beat, next);
-            },
-            (error: unknown) => end(`heartbeat failed: ${describeError(error)}`),
-          );
-        };
-        this.sendHeartbeatNow = beat;
-        heartbeatTimer = setTimeout(beat, intervalMs);
+      const onHeartbeatAnswer = (answer: ReportStatusResponse): void => {
+        this.masterHeartbeatTimeoutMs = answer.heartbeatTimeoutMs;
+        intervalMs = answer.heartbeatIntervalMs;
+        scheduleBeat();
+      };
+      const scheduleBeat = (): void => {
+        clearTimeout(heartbeatTimer);
+        if (!ended) heartbeatTimer = setTimeout(beat, intervalMs);
+      };
+      const beat = (): void => {
+        clearTimeout(heartbeatTimer);
+        if (streamHeartbeats && eventsCall) {
+          eventsCall.write({ name: this.options.name, batchId: 0, events: [], status: this.statusReport() });
+          scheduleBeat();
+        } else {
+          heartbeatCall().then(onHeartbeatAnswer, (error: unknown) => end(`heartbeat failed: ${describeError(error)}`));
+        }
       };
 
-      heartbeat().then(
-        (intervalMs) => {
+      heartbeatCall().then(
+        (answer) => {
           if (ended) return;
+          streamHeartbeats = answer.streamHeartbeats;
           const known = [...this.active.keys(), ...this.waiting.map(eventKey), ...this.outbox.unfinished].map(parseKey);
-          assignCall = client.assignTask({ name: this.options.name, instanceId: this.instanceId, knownTasks: known }, this.metadata);
+          assignCall = client.assignTask({ name: this.options.name, instanceId: this.instanceId, knownTasks: known, acceptsBatches: true }, this.metadata);
           assignCall.on('data', (message: AssignTaskResponse) => this.onMessage(message));
           assignCall.on('error', (error) => end(`assignment stream failed: ${describeError(error)}`));
           assignCall.on('end', () => end('master closed the assignment stream'));
@@ -274,8 +284,9 @@ export class WorkerAgent {
 
           established = true;
           this.everConnected = true;
-          log.info({ name: this.options.name }, 'connected to master');
-          scheduleHeartbeats(intervalMs);
+          log.info({ name: this.options.name, streamHeartbeats }, 'connected to master');
+          this.sendHeartbeatNow = beat;
+          onHeartbeatAnswer(answer);
         },
         (error: unknown) => {
           rejected = (error as Partial<grpc.ServiceError>).code === grpc.status.UNAUTHENTICATED;
@@ -301,6 +312,7 @@ export class WorkerAgent {
   private onMessage(message: AssignTaskResponse): void {
     const kind = message.kind;
     if (kind?.$case === 'assignment') this.accept(kind.assignment);
+    else if (kind?.$case === 'assignments') for (const assignment of kind.assignments.assignments) this.accept(assignment);
     else if (kind?.$case === 'cancellation') this.cancel(eventKey(kind.cancellation));
   }
 

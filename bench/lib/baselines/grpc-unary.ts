@@ -8,7 +8,7 @@ import { summarize, type LatencySummary } from '../stats.js';
 export async function unaryRoundTrips(count: number): Promise<LatencySummary> {
   const server = new grpc.Server();
   const service: NodeServiceServer = {
-    reportStatus: (_call, callback) => callback(null, { heartbeatIntervalMs: 2000, heartbeatTimeoutMs: 10_000 }),
+    reportStatus: (_call, callback) => callback(null, { heartbeatIntervalMs: 2000, heartbeatTimeoutMs: 10_000, streamHeartbeats: false }),
     assignTask: (call) => call.end(),
     reportTaskEvents: (call) => call.end(),
   };
