@@ -17,6 +17,7 @@ import {
   type TaskEvent,
 } from '../../generated/node.js';
 import { CHANNEL_OPTIONS, tokenMetadata } from '../../src/transport/grpc.js';
+import type { Api } from './http.js';
 import { now, poll } from './timing.js';
 
 /** The real outbox caps a batch at 1 MiB counting 64 bytes per non-output event. */
@@ -93,9 +94,17 @@ export class SimWorker {
     this.heartbeatTimer = setTimeout(() => this.beat(), Math.random() * this.intervalMs);
   }
 
-  /** Tells the master at once (a heartbeat) whether this worker takes new tasks; retried, as the state must get through. */
+  /**
+   * Tells the master at once, by a heartbeat, whether this worker takes new tasks, as the agent
+   * does: on the event stream when the master takes heartbeats there (unanswered: see
+   * SimFleet.awaitStatus), else by ReportStatus, retried, as the state must get through.
+   */
   async setDraining(draining: boolean): Promise<void> {
     this.draining = draining;
+    if (this.streamHeartbeats && this.eventsCall) {
+      this.sendStreamHeartbeat();
+      return;
+    }
     for (let attempt = 1; ; attempt++) {
       try {
         await this.heartbeat();
@@ -105,6 +114,10 @@ export class SimWorker {
         if (attempt === 3) throw error;
       }
     }
+  }
+
+  get name(): string {
+    return this.options.name;
   }
 
   /** Nothing assigned is left unreported or unacknowledged. */
@@ -133,6 +146,12 @@ export class SimWorker {
     };
   }
 
+  /** Not answered: counted as sent. */
+  private sendStreamHeartbeat(): void {
+    this.eventsCall!.write({ name: this.options.name, batchId: 0, events: [], status: this.statusReport() });
+    this.heartbeats++;
+  }
+
   /** A ReportStatus call. */
   private heartbeat(): Promise<ReportStatusResponse> {
     return new Promise((resolve, reject) => {
@@ -148,9 +167,7 @@ export class SimWorker {
   private beat(): void {
     if (this.closed) return;
     if (this.streamHeartbeats && this.eventsCall) {
-      // Not answered: counted as sent.
-      this.eventsCall.write({ name: this.options.name, batchId: 0, events: [], status: this.statusReport() });
-      this.heartbeats++;
+      this.sendStreamHeartbeat();
       this.heartbeatTimer = setTimeout(() => this.beat(), this.intervalMs);
       return;
     }
@@ -253,6 +270,20 @@ export class SimFleet {
     return this.inWaves(parallel, (worker) => worker.setDraining(draining));
   }
 
+  /** Polls the master's GET /nodes until it lists every worker of this fleet with `status`. */
+  async awaitStatus(api: Api, status: 'online' | 'draining', timeoutMs: number): Promise<void> {
+    const names = new Set(this.workers.map((worker) => worker.name));
+    await poll(
+      async () => {
+        const { nodes } = await api.getJson<{ nodes: { name: string; status: string }[] }>('/nodes');
+        return nodes.filter((node) => names.has(node.name) && node.status === status).length === names.size;
+      },
+      `every simulated worker to be ${status}`,
+      timeoutMs,
+      200,
+    );
+  }
+
   /**
    * Resolves with now() at the acknowledgement that brought the stored count to `target`; fails
    * as soon as a stream breaks, or at the deadline.
@@ -278,8 +309,9 @@ export class SimFleet {
   }
 
   /** Stops taking tasks, lets what was assigned be reported and stored, then disconnects. */
-  async drainAndClose(timeoutMs: number): Promise<void> {
+  async drainAndClose(api: Api, timeoutMs: number): Promise<void> {
     await this.setDraining(true);
+    await this.awaitStatus(api, 'draining', timeoutMs);
     await poll(() => this.workers.every((worker) => worker.idle), 'simulated workers to be idle', timeoutMs);
     this.close();
   }

@@ -38,7 +38,7 @@ async function dispatchRound(master: Master, prefix: string, window: number): Pr
     await fleet.connect(SIM_WORKERS);
     const end = await fleet.waitFinished(window, 120_000);
     // Whatever else they were given is reported too, so no task is left assigned to a ghost.
-    await fleet.drainAndClose(30_000);
+    await fleet.drainAndClose(master.api, 30_000);
     return window / ((end - firstAssignment!) / 1000);
   } finally {
     fleet.close();

@@ -60,6 +60,7 @@ async function runFleet({ size, concurrency, tasks, settleMs, windowMs }: FleetP
 
     log(`  queueing ${tasks} tasks over HTTP while the fleet is draining`);
     await fleet.setDraining(true);
+    await fleet.awaitStatus(master.api, 'draining', 60_000);
     await closedLoop(tasks, 64, async () => void (await master.api.submit({ cmd: 'true' })));
     log(`  draining them with ${size} workers ×${concurrency}`);
     start = now();
