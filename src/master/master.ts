@@ -7,7 +7,7 @@ import type { Logger } from '../core/log.js';
 import { openStore } from '../store/open.js';
 import type { Store } from '../store/store.js';
 import { loadOrCreateToken } from '../transport/credentials.js';
-import { SERVER_OPTIONS, serverCredentials, type ServerTlsFiles } from '../transport/grpc.js';
+import { bindServer, SERVER_OPTIONS, serverCredentials, type ServerTlsFiles } from '../transport/grpc.js';
 import { formatHostPort } from '../transport/address.js';
 import { Dispatcher } from './dispatcher.js';
 import { buildHttpApi } from './http.js';
@@ -63,14 +63,11 @@ export async function startMaster(options: MasterOptions): Promise<MasterHandle>
     NodeServiceService,
     createNodeService({ ...context, token, heartbeatIntervalMs, heartbeatTimeoutMs }),
   );
-  const grpcPort = await new Promise<number>((resolve, reject) => {
-    grpcServer.bindAsync(
-      formatHostPort({ host: options.host, port: options.grpcPort }),
-      serverCredentials(options.tls),
-      (error, port) =>
-        error ? reject(new Error(`cannot listen for gRPC on port ${options.grpcPort}: ${error.message}`, { cause: error })) : resolve(port),
-    );
-  });
+  const grpcPort = await bindServer(grpcServer, formatHostPort({ host: options.host, port: options.grpcPort }), serverCredentials(options.tls)).catch(
+    (error: Error) => {
+      throw new Error(`cannot listen for gRPC on port ${options.grpcPort}: ${error.message}`, { cause: error });
+    },
+  );
 
   // The grace given to workers of a previous run starts only now that they can reach us.
   await liveness.start();

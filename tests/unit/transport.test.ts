@@ -1,6 +1,9 @@
+import * as grpc from '@grpc/grpc-js';
+import http2 from 'node:http2';
 import { Backoff } from '../../src/transport/backoff.js';
 import { formatHostPort, parseAddressList, parseHostPort } from '../../src/transport/address.js';
 import { bearerToken, loadOrCreateToken, discoverToken, tokenChecker } from '../../src/transport/credentials.js';
+import { bindServer } from '../../src/transport/grpc.js';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -72,5 +75,28 @@ describe('tokens', () => {
     expect(matches(bearerToken('Bearer abcd'))).toBe(false);
     expect(matches(bearerToken('Basic abc'))).toBe(false);
     expect(matches(undefined)).toBe(false);
+  });
+});
+
+describe('bindServer', () => {
+  it('grants streams a 4 MiB receive window and the connection 16 MiB, and leaves node:http2 as it was', async () => {
+    const factoriesBefore = [http2.createServer, http2.createSecureServer];
+    const server = new grpc.Server();
+    const port = await bindServer(server, '127.0.0.1:0', grpc.ServerCredentials.createInsecure());
+    const session = http2.connect(`http://127.0.0.1:${port}`);
+    try {
+      const settings = await new Promise<http2.Settings>((resolve, reject) => {
+        session.once('remoteSettings', resolve);
+        session.once('error', reject);
+      });
+      expect(settings.initialWindowSize).toBe(4 * 1024 * 1024);
+      // The connection window arrives as a WINDOW_UPDATE after the settings.
+      await new Promise((resolve) => session.ping(resolve));
+      expect(session.state.remoteWindowSize).toBe(16 * 1024 * 1024);
+      expect([http2.createServer, http2.createSecureServer]).toEqual(factoriesBefore);
+    } finally {
+      session.close();
+      server.forceShutdown();
+    }
   });
 });
