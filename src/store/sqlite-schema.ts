@@ -136,30 +136,12 @@ export interface TaskRow {
   not_before: number;
 }
 
-export type ClaimedRow = Pick<TaskRow, 'id' | 'attempts' | 'cmd' | 'argv_json' | 'env_json' | 'cwd' | 'timeout_ms'>;
+export const CLAIMED_COLUMNS = ['id', 'attempts', 'cmd', 'argv_json', 'env_json', 'cwd', 'timeout_ms'] as const;
+export type ClaimedRow = Pick<TaskRow, (typeof CLAIMED_COLUMNS)[number]>;
 
-export type QueuedRow = Pick<TaskRow, 'seq' | 'target_node' | 'labels_json' | 'not_before'>;
+export const QUEUED_COLUMNS = ['seq', 'target_node', 'labels_json', 'not_before'] as const;
+export type QueuedRow = Pick<TaskRow, (typeof QUEUED_COLUMNS)[number]>;
 
-/** What a worker's report about an attempt reads and may change: a narrow read and write. */
-export type AttemptRow = Pick<
-  TaskRow,
-  | 'seq'
-  | 'id'
-  | 'status'
-  | 'attempts'
-  | 'retries'
-  | 'cancel_requested'
-  | 'exit_code'
-  | 'signal'
-  | 'error'
-  | 'output_truncated'
-  | 'output_bytes'
-  | 'stdout_received'
-  | 'stderr_received'
-  | 'started_at'
-  | 'finished_at'
-  | 'not_before'
->;
 
 export interface OutputRow {
   id: number;
@@ -220,6 +202,10 @@ export const ATTEMPT_UPDATE_COLUMNS = [
   'not_before',
 ] as const;
 
+/** What a worker's report about an attempt reads and may change: a narrow read and write. */
+export const ATTEMPT_COLUMNS = ['seq', 'id', 'attempts', 'retries', 'cancel_requested', ...ATTEMPT_UPDATE_COLUMNS] as const;
+export type AttemptRow = Pick<TaskRow, (typeof ATTEMPT_COLUMNS)[number]>;
+
 /** The output bookkeeping alone: no indexed column, so no index is touched. */
 export const OUTPUT_PROGRESS_COLUMNS = ['output_truncated', 'output_bytes', 'stdout_received', 'stderr_received'] as const;
 
@@ -255,26 +241,56 @@ export const LIST_FROM = `SELECT * FROM tasks WHERE seq < @before`;
 
 const assignments = (columns: readonly string[]): string => columns.map((column) => `${column} = @${column}`).join(', ');
 
+// The hot statements (a task's insert, claim and reports) read rows as arrays and bind
+// parameters by position. better-sqlite3 builds a row object property by property in C++ and
+// binds named parameters by looking each one up: for an attempt's 16 columns the object alone
+// cost about half of a ~10 µs lookup here, and positional binding saves ~2 µs of a report's write.
+
+/** A statement reading `columns` of one row, as a plain object built here. */
+function selectOne<Row>(db: Database.Database, columns: readonly (keyof Row & string)[], rest: string): (...params: unknown[]) => Row | undefined {
+  const statement = db.prepare(`SELECT ${columns.join(', ')} ${rest}`).raw(true);
+  return (...params) => {
+    const values = statement.get(...params) as unknown[] | undefined;
+    return values === undefined ? undefined : toRow<Row>(columns, values);
+  };
+}
+
+/** A statement reading `columns` of many rows, as plain objects built here. */
+function selectAll<Row>(db: Database.Database, columns: readonly (keyof Row & string)[], rest: string): (...params: unknown[]) => Row[] {
+  const statement = db.prepare(`SELECT ${columns.join(', ')} ${rest}`).raw(true);
+  return (...params) => (statement.all(...params) as unknown[][]).map((values) => toRow<Row>(columns, values));
+}
+
+function toRow<Row>(columns: readonly string[], values: unknown[]): Row {
+  const row: Record<string, unknown> = {};
+  for (let i = 0; i < columns.length; i++) row[columns[i]!] = values[i];
+  return row as Row;
+}
+
+/** `UPDATE tasks SET <columns> WHERE seq = ?`, taking both from a row, bound by position. */
+function updateBySeq<Row extends { seq: number }>(db: Database.Database, columns: readonly (keyof Row & string)[]): (row: Row) => void {
+  const statement = db.prepare(`UPDATE tasks SET ${columns.map((column) => `${column} = ?`).join(', ')} WHERE seq = ?`);
+  return (row) => void statement.run(...columns.map((column) => row[column]), row.seq);
+}
+
 export function prepareStatements(db: Database.Database) {
   const insertColumns = TASK_INSERT_COLUMNS.join(', ');
-  const insertValues = TASK_INSERT_COLUMNS.map((column) => `@${column}`).join(', ');
   return {
     begin: db.prepare('BEGIN IMMEDIATE'),
     commit: db.prepare('COMMIT'),
     rollback: db.prepare('ROLLBACK'),
-    insertTask: db.prepare(`INSERT INTO tasks (${insertColumns}) VALUES (${insertValues})`),
+    insertTask: (() => {
+      const statement = db.prepare(`INSERT INTO tasks (${insertColumns}) VALUES (${TASK_INSERT_COLUMNS.map(() => '?').join(', ')})`);
+      return (row: TaskRow): number => Number(statement.run(...TASK_INSERT_COLUMNS.map((column) => row[column])).lastInsertRowid);
+    })(),
     updateTask: db.prepare(`UPDATE tasks SET ${assignments(TASK_UPDATE_COLUMNS)} WHERE seq = @seq`),
-    updateAttempt: db.prepare(`UPDATE tasks SET ${assignments(ATTEMPT_UPDATE_COLUMNS)} WHERE seq = @seq`),
-    updateOutputProgress: db.prepare(`UPDATE tasks SET ${assignments(OUTPUT_PROGRESS_COLUMNS)} WHERE seq = @seq`),
+    updateAttempt: updateBySeq<AttemptRow>(db, ATTEMPT_UPDATE_COLUMNS),
+    updateOutputProgress: updateBySeq<AttemptRow>(db, OUTPUT_PROGRESS_COLUMNS),
     taskById: db.prepare('SELECT * FROM tasks WHERE id = ?'),
-    attemptById: db.prepare(
-      `SELECT seq, id, attempts, retries, cancel_requested, ${ATTEMPT_UPDATE_COLUMNS.join(', ')} FROM tasks WHERE id = ?`,
-    ),
+    attemptById: selectOne<AttemptRow>(db, ATTEMPT_COLUMNS, 'FROM tasks WHERE id = ?'),
     getIdempotency: db.prepare('SELECT task_ids_json FROM idempotency WHERE key = ?').pluck(),
     insertIdempotency: db.prepare('INSERT INTO idempotency (key, task_ids_json) VALUES (?, ?)'),
-    queuedPage: db.prepare(
-      `SELECT seq, target_node, labels_json, not_before FROM tasks WHERE status = 'queued' AND seq > ? ORDER BY seq LIMIT ?`,
-    ),
+    queuedPage: selectAll<QueuedRow>(db, QUEUED_COLUMNS, `FROM tasks WHERE status = 'queued' AND seq > ? ORDER BY seq LIMIT ?`),
     insertOutput: db.prepare('INSERT INTO output (task_id, attempt, stream, data) VALUES (?, ?, ?, ?)'),
     insertSegmentOutput: db.prepare(
       `INSERT INTO output (task_id, attempt, stream, data, segment, segment_position, segment_length)
@@ -293,14 +309,17 @@ export function prepareStatements(db: Database.Database) {
       `${LIST_FROM} AND assigned_node = @node AND status = @status ORDER BY seq DESC LIMIT @limit`,
     ),
     // The one place a claim's effect is written: a new attempt on this worker, starting afresh.
-    claim: db.prepare(
-      `UPDATE tasks SET status = 'assigned', attempts = attempts + 1, assigned_node = @name, assigned_at = @now,
-         exit_code = NULL, signal = NULL, error = NULL, started_at = NULL, finished_at = NULL,
-         output_truncated = 0, output_bytes = 0, stdout_received = 0, stderr_received = 0, not_before = 0
-       WHERE seq = @seq AND status = 'queued'`,
-    ),
+    claim: (() => {
+      const statement = db.prepare(
+        `UPDATE tasks SET status = 'assigned', attempts = attempts + 1, assigned_node = ?, assigned_at = ?,
+           exit_code = NULL, signal = NULL, error = NULL, started_at = NULL, finished_at = NULL,
+           output_truncated = 0, output_bytes = 0, stdout_received = 0, stderr_received = 0, not_before = 0
+         WHERE seq = ? AND status = 'queued'`,
+      );
+      return (seq: number, worker: string, now: number): void => void statement.run(worker, now, seq);
+    })(),
     // Read back after the claim rather than by RETURNING, which costs twice as much here.
-    claimedBySeq: db.prepare('SELECT id, attempts, cmd, argv_json, env_json, cwd, timeout_ms FROM tasks WHERE seq = ?'),
+    claimedBySeq: selectOne<ClaimedRow>(db, CLAIMED_COLUMNS, 'FROM tasks WHERE seq = ?'),
     countByStatus: db.prepare('SELECT status, n FROM task_counts'),
     addToCount: db.prepare('UPDATE task_counts SET n = n + ? WHERE status = ?'),
     activeOn: db.prepare(

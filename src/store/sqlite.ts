@@ -45,7 +45,6 @@ import {
   rowToClaimedTask,
   rowToTask,
   type AttemptRow,
-  type ClaimedRow,
   type NodeRow,
   type OutputRow,
   type QueuedRow,
@@ -338,7 +337,7 @@ export class SqliteStore implements Store {
     for (let tries = 1; ; tries++) {
       row.id = newTaskId(now);
       try {
-        row.seq = Number(this.sql.insertTask.run(row).lastInsertRowid);
+        row.seq = this.sql.insertTask(row);
         this.writes.moveCount(null, row.status);
         return row;
       } catch (error) {
@@ -370,7 +369,7 @@ export class SqliteStore implements Store {
     let pageSize = wanted;
     scan: while (wanted > 0 && budget > 0) {
       const pageLimit = Math.min(pageSize, budget);
-      const page = this.sql.queuedPage.all(after, pageLimit) as QueuedRow[];
+      const page = this.sql.queuedPage(after, pageLimit);
       budget -= page.length;
       for (const row of page) {
         after = row.seq;
@@ -402,9 +401,9 @@ export class SqliteStore implements Store {
     return claims.map((claim) => {
       if (claim.ineligibleThrough > claim.cursor) this.claimCursors.set(claim.cursorKey, claim.ineligibleThrough);
       return claim.chosen.map((seq) => {
-        this.sql.claim.run({ seq, name: claim.request.name, now });
+        this.sql.claim(seq, claim.request.name, now);
         this.writes.moveCount('queued', 'assigned');
-        return rowToClaimedTask(this.sql.claimedBySeq.get(seq) as ClaimedRow);
+        return rowToClaimedTask(this.sql.claimedBySeq(seq)!);
       });
     });
   }
@@ -419,7 +418,7 @@ export class SqliteStore implements Store {
     for (const event of events) {
       let row = rows.get(event.taskId);
       if (row === undefined && !rows.has(event.taskId)) {
-        row = this.sql.attemptById.get(event.taskId) as AttemptRow | undefined;
+        row = this.sql.attemptById(event.taskId);
         rows.set(event.taskId, row);
         if (row) statusBefore.set(row, row.status);
       }
@@ -433,9 +432,9 @@ export class SqliteStore implements Store {
     for (const row of changed) {
       const from = statusBefore.get(row)!;
       if (row.status === from) {
-        this.sql.updateOutputProgress.run(row);
+        this.sql.updateOutputProgress(row);
       } else {
-        this.sql.updateAttempt.run(row);
+        this.sql.updateAttempt(row);
         this.writes.moveCount(from, row.status);
       }
       changes.push({ id: row.id, status: row.status });
