@@ -38,9 +38,9 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
    * A heartbeat, by ReportStatus or on the event stream: the same record either way. The common
    * one (same worker process, nothing but the load figures changed) is taken at once, without the
    * store: with a large fleet these are most of what the master hears, and the liveness monitor
-   * writes last-seen times through in batches. A new, changed or restarted worker is answered
-   * once its record is stored. Returns why the request is invalid, the pending store write, or
-   * undefined when the answer can go at once.
+   * writes last-seen times through in batches. A new, changed or restarted worker's record is
+   * stored first. Returns why the request is invalid, the pending store write (ReportStatus
+   * answers when it is done), or undefined when nothing is pending.
    */
   function takeHeartbeat(request: ReportStatusRequest): { invalid: string } | Promise<void> | undefined {
     if (!isValidName(request.name)) return { invalid: 'invalid worker name' };
