@@ -50,6 +50,8 @@ interface ActiveTask {
 }
 
 const HEARTBEAT_DEADLINE_MS = 5000;
+/** Least time a draining worker waits to deliver its last reports. */
+const MIN_REPORT_WAIT_MS = 10_000;
 const OUTCOME_CODES: Record<RunResult['outcome'], TaskOutcome> = {
   succeeded: TaskOutcome.TASK_OUTCOME_SUCCEEDED,
   failed: TaskOutcome.TASK_OUTCOME_FAILED,
@@ -125,6 +127,7 @@ export class WorkerAgent {
    * the rest, deliver every report, disconnect.
    */
   async drain(): Promise<void> {
+    const deadline = Date.now() + this.options.drainTimeoutMs;
     this.draining = true;
     this.sendHeartbeatNow?.();
     const finished = await this.whenIdle(this.options.drainTimeoutMs);
@@ -138,7 +141,9 @@ export class WorkerAgent {
       }
       await this.whenIdle(this.options.killGraceMs + 5000);
     }
-    const delivered = await this.outbox.whenEmpty(10_000);
+    // Reports wait for a master for the rest of the drain timeout, and at least 10 s: one that
+    // is restarting still gets them. A second signal exits at once.
+    const delivered = await this.outbox.whenEmpty(Math.max(MIN_REPORT_WAIT_MS, deadline - Date.now()));
     if (!delivered) this.options.log.warn('some task reports could not be delivered before exit');
     await this.stop();
   }

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import {
   cleanup,
   cli,
+  expectNever,
   expectOneLineError,
   HttpStream,
   pause,
@@ -118,6 +119,25 @@ describe('master SIGTERM', () => {
     master = await master.restart();
     writeFileSync(go, '');
     expect(await master.waitForTask(task.id, undefined, 60_000)).toMatchObject({ status: 'succeeded', attempts: 1 });
+    expect((await master.logs(task.id)).toString()).toBe('a\nb\n');
+  }, 120_000);
+
+  it('a worker drained while it is down waits for it, within --drain-timeout, to deliver its reports', async () => {
+    const dir = tempDir();
+    const go = join(dir, 'go');
+    let master = await startMaster({ heartbeatTimeout: HEARTBEAT_TIMEOUT });
+    const worker = await startWorker(master, { name: 'patient', concurrency: 1, extraArgs: ['--drain-timeout', '60s'] });
+    const task = await master.submit({ cmd: `echo a; ${waitForFileSh(go)}; echo b` });
+    await waitRunning(master, task.id);
+
+    expect(await master.stop(20_000)).toEqual({ code: 0, signal: null });
+    worker.proc.child.kill('SIGTERM');
+    writeFileSync(go, '');
+    // Past the 10 s a draining worker used to wait for a master before dropping its reports.
+    await expectNever(() => worker.proc.exited !== null, 12_000, 'the worker exited without delivering its reports');
+    master = await master.restart();
+    expect(await within(worker.proc.exit, SLOW)).toEqual({ code: 0, signal: null });
+    expect(await master.waitForTask(task.id, undefined, 30_000)).toMatchObject({ status: 'succeeded', attempts: 1, node: 'patient' });
     expect((await master.logs(task.id)).toString()).toBe('a\nb\n');
   }, 120_000);
 
