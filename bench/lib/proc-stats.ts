@@ -1,5 +1,6 @@
 // Resource use of another process, read from /proc: resident memory and CPU time.
 import { readFileSync } from 'node:fs';
+import { processStat } from '../../tests/support/process-tree.js';
 
 /** Clock ticks per second of /proc/PID/stat times (USER_HZ; 100 on every Linux of note). */
 const TICKS_PER_SECOND = 100;
@@ -14,10 +15,9 @@ export function rssBytes(pid: number): number {
 
 /** User + system CPU seconds the process has used so far. */
 export function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // Fields after the command name, which may itself contain spaces and parentheses.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
+  const stat = processStat(pid);
+  if (!stat) throw new Error(`no process ${pid}`);
+  return stat.cpuTicks / TICKS_PER_SECOND;
 }
 
 /** Samples a process's RSS on a timer, keeping the first and the highest reading. */

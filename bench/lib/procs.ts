@@ -1,7 +1,8 @@
 // Child processes of the bench, tracked by exact PID. stopAll() ends every one still running, and
 // any process left below them (a task a worker was running), by PID, never by name.
 import { spawn, type StdioOptions } from 'node:child_process';
-import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
+import { descendantsOf, killIfAlive } from '../../tests/support/process-tree.js';
 import { within } from './timing.js';
 
 export interface ExitInfo {
@@ -79,52 +80,4 @@ export function spawnTracked(label: string, file: string, args: string[], option
 /** Stops every tracked process that is still running. */
 export async function stopAll(): Promise<void> {
   await Promise.all([...live].map((proc) => proc.stop()));
-}
-
-/** A process as identified by its PID and start time (a reused PID has another start time). */
-interface ProcessId {
-  pid: number;
-  startTime: string;
-}
-
-/** Parent PID and start time from /proc/PID/stat, or undefined once the process is gone. */
-function readStat(pid: number): { ppid: number; startTime: string } | undefined {
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return { ppid: Number(fields[1]), startTime: fields[19] ?? '' };
-}
-
-/** Every process below `roots`, from /proc. */
-function descendantsOf(roots: number[]): ProcessId[] {
-  const children = new Map<number, ProcessId[]>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const stat = readStat(Number(entry));
-    if (!stat) continue;
-    children.set(stat.ppid, [...(children.get(stat.ppid) ?? []), { pid: Number(entry), startTime: stat.startTime }]);
-  }
-  const found: ProcessId[] = [];
-  const queue = [...roots];
-  while (queue.length > 0) {
-    for (const child of children.get(queue.shift()!) ?? []) {
-      found.push(child);
-      queue.push(child.pid);
-    }
-  }
-  return found;
-}
-
-/** SIGKILLs the process if it is still the same one (same PID and start time). */
-function killIfAlive(id: ProcessId): void {
-  if (readStat(id.pid)?.startTime !== id.startTime) return;
-  try {
-    process.kill(id.pid, 'SIGKILL');
-  } catch {
-    // ended meanwhile
-  }
 }

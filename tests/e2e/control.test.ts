@@ -7,6 +7,7 @@ import {
   expectOneLineError,
   finishCli,
   isAlive,
+  killPids,
   randomToken,
   startMaster,
   startWorker,
@@ -29,7 +30,7 @@ const reported = new Set<number>();
 
 afterAll(async () => {
   await cleanup();
-  for (const pid of reported) if (isAlive(pid)) process.kill(pid, 'SIGKILL');
+  killPids(reported);
 }, 60_000);
 
 function pidsIn(file: string): number[] {

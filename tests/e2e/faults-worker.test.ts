@@ -43,7 +43,7 @@ const SPAWNER_COMM = 'dcli-spawner';
 
 /** The task's processes under a worker (its descendants but its spawner), remembered for cleanup. */
 function taskPidsOf(worker: Worker): number[] {
-  const pids = descendantsOf([worker.pid]).filter((pid) => {
+  const pids = descendantsOf([worker.pid]).map(({ pid }) => pid).filter((pid) => {
     try {
       return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() !== SPAWNER_COMM;
     } catch {

@@ -3,7 +3,7 @@
 // deadline. Deadlines are generous because CI runs this on a busy 2-core machine.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -11,8 +11,10 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TaskStatus, TaskView } from '../../src/core/task.js';
 import type { NodeView } from '../../src/core/node.js';
+import { descendantsOf, isAlive, killIfAlive } from '../support/process-tree.js';
 
 export type { TaskView, NodeView, TaskStatus };
+export { descendantsOf, isAlive };
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 /** The executable under test; E2E_DCLI points the suites at another build. */
@@ -107,21 +109,6 @@ export async function within<T>(promise: Promise<T>, ms: number): Promise<T | nu
     return await Promise.race([promise, timeout]);
   } finally {
     clearTimeout(timer);
-  }
-}
-
-/** Whether a process exists and is not a zombie (orphans may never be reaped in a container). */
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code !== 'ESRCH';
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
   }
 }
 
@@ -227,35 +214,8 @@ export async function cleanup(): Promise<void> {
   const procs = [...live];
   const descendants = descendantsOf(procs.map((proc) => proc.pid));
   await Promise.all(procs.map((proc) => proc.stop('SIGTERM', 5_000)));
-  for (const pid of descendants) {
-    if (isAlive(pid)) process.kill(pid, 'SIGKILL');
-  }
+  for (const id of descendants) killIfAlive(id);
   for (const dir of tempDirs.splice(0)) rmSync(dir, { recursive: true, force: true });
-}
-
-/** Every process below `roots` in the process tree, from /proc. */
-export function descendantsOf(roots: number[]): number[] {
-  const children = new Map<number, number[]>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-    } catch {
-      continue; // it ended meanwhile
-    }
-    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
-  }
-  const found: number[] = [];
-  const queue = [...roots];
-  while (queue.length > 0) {
-    for (const child of children.get(queue.shift()!) ?? []) {
-      found.push(child);
-      queue.push(child);
-    }
-  }
-  return found;
 }
 
 /**
@@ -844,14 +804,7 @@ export function makeTestPki(): TestPki {
 
 /** SIGKILL each of these exact PIDs that is still alive (e.g. tasks orphaned by a kill -9'd worker). */
 export function killPids(pids: Iterable<number>): void {
-  for (const pid of pids) {
-    if (!isAlive(pid)) continue;
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // it ended meanwhile
-    }
-  }
+  for (const pid of pids) killIfAlive(pid);
 }
 
 /** Waits until none of `pids` is alive; the error names the survivors. */
