@@ -1,17 +1,20 @@
-// SPEC §5 on the wire: a real master driven by a hand-rolled client of node.proto, for what the
-// real worker does not show on its own — assignment batches only for workers that ask for them,
-// and heartbeats on the event stream meaning what a ReportStatus call means.
+// SPEC §5 on the wire: a real master driven by a hand-rolled client of node.proto, and a real
+// worker facing a hand-rolled master, for what the suites on whole clusters do not show:
+// assignment batches only for workers that ask for them, heartbeats on the event stream meaning
+// what a ReportStatus call means, and a worker keeping to ReportStatus with a master (an older
+// one) that does not offer the stream.
 import * as grpc from '@grpc/grpc-js';
 import { randomUUID } from 'node:crypto';
 import {
   NodeServiceClient,
+  NodeServiceService,
   type AssignTaskResponse,
   type ReportStatusRequest,
   type ReportStatusResponse,
   type ReportTaskEventsRequest,
   type ReportTaskEventsResponse,
 } from '../../generated/node.js';
-import { cleanup, expectNever, startMaster, waitFor, waitForNode, type Master } from './harness.js';
+import { cleanup, expectNever, randomToken, spawnCli, startMaster, waitFor, waitForNode, type Master } from './harness.js';
 
 afterAll(cleanup, 60_000);
 
@@ -169,6 +172,58 @@ describe('heartbeats on the event stream', () => {
       expect(health).toHaveStatus(200);
     } finally {
       worker.close();
+    }
+  }, 60_000);
+});
+
+describe('a real worker and the master it meets', () => {
+  /** A master that only records how the worker heartbeats; it hands out nothing. */
+  async function recordingMaster(token: string, streamHeartbeats: boolean) {
+    const seen = { calls: 0, streamBeats: 0, acceptsBatches: undefined as boolean | undefined };
+    const server = new grpc.Server();
+    server.addService(NodeServiceService, {
+      reportStatus: (call: grpc.ServerUnaryCall<ReportStatusRequest, ReportStatusResponse>, callback: grpc.sendUnaryData<ReportStatusResponse>) => {
+        if (call.metadata.get('authorization')[0] !== `Bearer ${token}`) return callback({ code: grpc.status.UNAUTHENTICATED });
+        seen.calls++;
+        callback(null, { heartbeatIntervalMs: 200, heartbeatTimeoutMs: 2000, streamHeartbeats });
+      },
+      assignTask: (call: grpc.ServerWritableStream<{ acceptsBatches: boolean }, AssignTaskResponse>) => {
+        seen.acceptsBatches = call.request.acceptsBatches;
+      },
+      reportTaskEvents: (call: grpc.ServerDuplexStream<ReportTaskEventsRequest, ReportTaskEventsResponse>) => {
+        call.on('data', (request: ReportTaskEventsRequest) => {
+          if (request.status) seen.streamBeats++;
+        });
+        call.on('error', () => undefined);
+      },
+    });
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (error, bound) => (error ? reject(error) : resolve(bound))),
+    );
+    return { seen, port, server };
+  }
+
+  it.each([
+    ['offers stream heartbeats: after the first call they all go on the event stream', true],
+    ['does not (an older master): every heartbeat stays a ReportStatus call', false],
+  ])('%s', async (_what, offered) => {
+    const token = randomToken();
+    const master = await recordingMaster(token, offered);
+    const worker = spawnCli(['worker', '--master', `127.0.0.1:${master.port}`, '--name', 'wire-real', '--token', token]);
+    try {
+      // Ten intervals' worth of heartbeats.
+      await waitFor(() => master.seen.calls + master.seen.streamBeats >= 10 || undefined, { what: 'ten heartbeats' });
+      expect(master.seen.acceptsBatches).toBe(true);
+      if (offered) {
+        expect(master.seen.calls).toBe(1);
+        expect(master.seen.streamBeats).toBeGreaterThanOrEqual(9);
+      } else {
+        expect(master.seen.streamBeats).toBe(0);
+        expect(master.seen.calls).toBeGreaterThanOrEqual(10);
+      }
+    } finally {
+      await worker.stop('SIGKILL');
+      master.server.forceShutdown();
     }
   }, 60_000);
 });
