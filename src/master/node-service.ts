@@ -34,17 +34,22 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
     streamHeartbeats: true,
   };
 
+  /** Why a heartbeat cannot be taken, if it cannot. */
+  function heartbeatError(request: ReportStatusRequest): string | undefined {
+    if (!isValidName(request.name)) return 'invalid worker name';
+    if (request.concurrency < 1) return 'concurrency must be at least 1';
+    return undefined;
+  }
+
   /**
-   * A heartbeat, by ReportStatus or on the event stream: the same record either way. The common
-   * one (same worker process, nothing but the load figures changed) is taken at once, without the
-   * store: with a large fleet these are most of what the master hears, and the liveness monitor
-   * writes last-seen times through in batches. A new, changed or restarted worker's record is
-   * stored first. Returns why the request is invalid, the pending store write (ReportStatus
-   * answers when it is done), or undefined when nothing is pending.
+   * A valid heartbeat, by ReportStatus or on the event stream: the same record either way. The
+   * common one (same worker process, nothing but the load figures changed) is taken at once,
+   * without the store: with a large fleet these are most of what the master hears, and the
+   * liveness monitor writes last-seen times through in batches. A new, changed or restarted
+   * worker's record is stored first: the store write is returned (ReportStatus answers when it is
+   * done), else undefined.
    */
-  function takeHeartbeat(request: ReportStatusRequest): { invalid: string } | Promise<void> | undefined {
-    if (!isValidName(request.name)) return { invalid: 'invalid worker name' };
-    if (request.concurrency < 1) return { invalid: 'concurrency must be at least 1' };
+  function takeHeartbeat(request: ReportStatusRequest): Promise<void> | undefined {
     const now = Date.now();
     const beat = registry.heartbeat({
       id: request.name,
@@ -68,10 +73,11 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
 
   const reportStatus: grpc.handleUnaryCall<ReportStatusRequest, ReportStatusResponse> = (call, callback) => {
     if (!isAuthorized(call.metadata)) return callback(UNAUTHENTICATED);
-    const taken = takeHeartbeat(call.request);
-    if (taken === undefined) return callback(null, heartbeatAnswer);
-    if (!(taken instanceof Promise)) return callback({ code: grpc.status.INVALID_ARGUMENT, details: taken.invalid });
-    taken.then(
+    const invalid = heartbeatError(call.request);
+    if (invalid !== undefined) return callback({ code: grpc.status.INVALID_ARGUMENT, details: invalid });
+    const stored = takeHeartbeat(call.request);
+    if (stored === undefined) return callback(null, heartbeatAnswer);
+    stored.then(
       () => callback(null, heartbeatAnswer),
       () => callback({ code: grpc.status.UNAVAILABLE, details: 'master could not record the heartbeat' }),
     );
@@ -184,9 +190,9 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
     call.on('data', (batch: ReportTaskEventsRequest) => {
       if (batch.status) {
         // Taken as it arrives, not behind the store writes queued before it; not answered.
-        const taken = takeHeartbeat(batch.status);
-        if (taken instanceof Promise) taken.catch(() => failStream(call, grpc.status.UNAVAILABLE, 'master could not record the heartbeat'));
-        else if (taken !== undefined) failStream(call, grpc.status.INVALID_ARGUMENT, taken.invalid);
+        const invalid = heartbeatError(batch.status);
+        if (invalid !== undefined) return failStream(call, grpc.status.INVALID_ARGUMENT, invalid);
+        takeHeartbeat(batch.status)?.catch(() => failStream(call, grpc.status.UNAVAILABLE, 'master could not record the heartbeat'));
       }
       if (batch.events.length === 0 && batch.batchId === 0) return;
       waiting.push(batch);
