@@ -150,11 +150,8 @@ class Helper {
   }
 
   launch(request: LaunchRequest, observer: LaunchObserver): LaunchedProcess {
+    // NativeSpawner.launch has replaced a stopped helper before calling this.
     const task: HelperTask = { observer, started: false, paused: false, held: [], closedWhilePaused: false };
-    if (this.stopped) {
-      queueMicrotask(() => observer.failedToStart(new Error('the process spawner has stopped')));
-      return { pause() {}, resume() {} };
-    }
     const id = this.nextId;
     this.nextId = this.nextId === 0xffffffff ? 1 : this.nextId + 1;
     this.tasks.set(id, task);

@@ -133,6 +133,15 @@ static void send_failed(uint32_t id, int error, uint8_t stage) {
   send_event(id, EV_FAILED, payload, sizeof payload, NULL, 0);
 }
 
+/* In the child: reports errno and the step that failed up the error pipe, and exits. */
+static void child_fail(int error_pipe, uint8_t stage) {
+  unsigned char report[5];
+  put_u32(report, (uint32_t)errno);
+  report[4] = stage;
+  (void)!write(error_pipe, report, sizeof report);
+  _exit(127);
+}
+
 /* The child between fork and exec (this process has one thread, so any call is safe here);
    failures go up the error pipe. */
 static void run_child(int error_pipe, int out, int err, const char *cwd, char **argv, char **env_additions) {
@@ -143,25 +152,32 @@ static void run_child(int error_pipe, int out, int err, const char *cwd, char **
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
   setsid();
-  unsigned char report[5];
-  if (cwd[0] != '\0' && chdir(cwd) != 0) {
-    put_u32(report, (uint32_t)errno);
-    report[4] = STAGE_CHDIR;
-    (void)!write(error_pipe, report, sizeof report);
-    _exit(127);
-  }
-  if (dup2(dev_null, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0 || dup2(err, STDERR_FILENO) < 0) {
-    put_u32(report, (uint32_t)errno);
-    report[4] = STAGE_SETUP;
-    (void)!write(error_pipe, report, sizeof report);
-    _exit(127);
-  }
+  if (cwd[0] != '\0' && chdir(cwd) != 0) child_fail(error_pipe, STAGE_CHDIR);
+  if (dup2(dev_null, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0 || dup2(err, STDERR_FILENO) < 0) child_fail(error_pipe, STAGE_SETUP);
   for (char **entry = env_additions; *entry != NULL; entry++) putenv(*entry);
   execvp(argv[0], argv);
-  put_u32(report, (uint32_t)errno);
-  report[4] = STAGE_EXEC;
-  (void)!write(error_pipe, report, sizeof report);
-  _exit(127);
+  child_fail(error_pipe, STAGE_EXEC);
+}
+
+/* Decodes a u32 count and that many NUL-terminated strings at *at, in place, into a
+   NULL-terminated array; NULL when they do not fit before `end`. */
+static char **take_strings(unsigned char **at, unsigned char *end) {
+  if (end - *at < 4) return NULL;
+  uint32_t count = get_u32(*at);
+  *at += 4;
+  if (count > (size_t)(end - *at)) return NULL; /* each string takes at least its NUL */
+  char **strings = calloc((size_t)count + 1, sizeof(char *));
+  if (strings == NULL) die("allocating a spawn request");
+  for (uint32_t i = 0; i < count; i++) {
+    unsigned char *nul = memchr(*at, '\0', (size_t)(end - *at));
+    if (nul == NULL) {
+      free(strings);
+      return NULL;
+    }
+    strings[i] = (char *)*at;
+    *at = nul + 1;
+  }
+  return strings;
 }
 
 static void spawn_task(uint32_t id, unsigned char *payload, size_t length) {
@@ -169,30 +185,11 @@ static void spawn_task(uint32_t id, unsigned char *payload, size_t length) {
   unsigned char *end = payload + length;
   char *cwd = (char *)payload;
   unsigned char *at = memchr(payload, '\0', length);
-  if (at == NULL || end - at < 5) goto malformed;
+  if (at == NULL) goto malformed;
   at++;
-  uint32_t argc = get_u32(at);
-  at += 4;
-  char **argv = calloc(argc + 1, sizeof(char *));
-  if (argv == NULL) die("allocating argv");
-  for (uint32_t i = 0; i < argc; i++) {
-    unsigned char *nul = memchr(at, '\0', (size_t)(end - at));
-    if (nul == NULL) goto malformed;
-    argv[i] = (char *)at;
-    at = nul + 1;
-  }
-  if (end - at < 4) goto malformed;
-  uint32_t envc = get_u32(at);
-  at += 4;
-  char **env = calloc(envc + 1, sizeof(char *));
-  if (env == NULL) die("allocating env");
-  for (uint32_t i = 0; i < envc; i++) {
-    unsigned char *nul = memchr(at, '\0', (size_t)(end - at));
-    if (nul == NULL) goto malformed;
-    env[i] = (char *)at;
-    at = nul + 1;
-  }
-  if (argc == 0) goto malformed;
+  char **argv = take_strings(&at, end);
+  char **env = take_strings(&at, end);
+  if (argv == NULL || env == NULL || argv[0] == NULL) goto malformed;
 
   int out[2] = {-1, -1}, err[2] = {-1, -1}, error_pipe[2] = {-1, -1};
   if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0 || pipe2(error_pipe, O_CLOEXEC) != 0) {
@@ -327,7 +324,7 @@ static size_t request_bytes, request_capacity;
  */
 static void kill_running_groups(void) {
   for (size_t i = 0; i < task_count; i++) {
-    if (!tasks[i].failed && !tasks[i].closed && tasks[i].pid > 0) kill(-tasks[i].pid, SIGKILL);
+    if (!tasks[i].failed) kill(-tasks[i].pid, SIGKILL);
   }
 }
 
