@@ -22,7 +22,7 @@ import {
 import { join } from 'node:path';
 
 /** Where a piece of output lies. */
-export interface SegmentLocation {
+interface SegmentLocation {
   segment: number;
   position: number;
 }
@@ -39,8 +39,6 @@ const segmentName = (segment: number): string => `${String(segment).padStart(8, 
 
 export class OutputSegments {
   private writer: { segment: number; fd: number; position: number } | undefined;
-  /** Bytes appended since the last sync. */
-  private dirty = false;
   private nextSegment: number;
   private readonly readers = new Map<number, number>();
 
@@ -62,15 +60,15 @@ export class OutputSegments {
       written += writeSync(writer.fd, data, written, data.length - written, writer.position + written);
     }
     writer.position += data.length;
-    this.dirty = true;
     return location;
   }
 
-  /** Makes every appended byte durable, before a segment is closed. */
-  private sync(): void {
-    if (!this.dirty) return;
-    fdatasyncSync(this.writer!.fd);
-    this.dirty = false;
+  /** Makes every appended byte durable, then closes the segment for writing. */
+  private closeWriter(): void {
+    if (!this.writer) return;
+    fdatasyncSync(this.writer.fd);
+    closeSync(this.writer.fd);
+    this.writer = undefined;
   }
 
   read(segment: number, position: number, length: number): Buffer {
@@ -87,19 +85,13 @@ export class OutputSegments {
   }
 
   close(): void {
-    this.sync();
-    if (this.writer) closeSync(this.writer.fd);
-    this.writer = undefined;
+    this.closeWriter();
     for (const fd of this.readers.values()) closeSync(fd);
     this.readers.clear();
   }
 
   private openNextSegment(): void {
-    if (this.writer) {
-      this.sync();
-      closeSync(this.writer.fd);
-      this.writer = undefined;
-    }
+    this.closeWriter();
     const segment = this.nextSegment++;
     // 'wx': a segment is only ever new; its store holds the database alone (see sqlite.ts).
     const fd = openSync(join(this.dir, segmentName(segment)), 'wx', 0o600);

@@ -136,10 +136,10 @@ export interface TaskRow {
   not_before: number;
 }
 
-export const CLAIMED_COLUMNS = ['id', 'attempts', 'cmd', 'argv_json', 'env_json', 'cwd', 'timeout_ms'] as const;
-export type ClaimedRow = Pick<TaskRow, (typeof CLAIMED_COLUMNS)[number]>;
+const CLAIMED_COLUMNS = ['id', 'attempts', 'cmd', 'argv_json', 'env_json', 'cwd', 'timeout_ms'] as const;
+type ClaimedRow = Pick<TaskRow, (typeof CLAIMED_COLUMNS)[number]>;
 
-export const QUEUED_COLUMNS = ['seq', 'target_node', 'labels_json', 'not_before'] as const;
+const QUEUED_COLUMNS = ['seq', 'target_node', 'labels_json', 'not_before'] as const;
 export type QueuedRow = Pick<TaskRow, (typeof QUEUED_COLUMNS)[number]>;
 
 
@@ -169,47 +169,32 @@ export interface NodeRow {
 export const STREAM_CODES: Record<OutputStreamName, number> = { stdout: 1, stderr: 2 };
 export const STREAM_NAMES: Record<number, OutputStreamName> = { 1: 'stdout', 2: 'stderr' };
 
-export const TASK_UPDATE_COLUMNS = [
+/** The columns of AttemptRow an attempt event may change (never its worker or attempt number). */
+const ATTEMPT_UPDATE_COLUMNS = [
   'status',
-  'attempts',
-  'assigned_node',
   'exit_code',
   'signal',
   'error',
-  'cancel_requested',
   'output_truncated',
   'output_bytes',
   'stdout_received',
   'stderr_received',
-  'assigned_at',
   'started_at',
   'finished_at',
   'not_before',
 ] as const;
 
-/** The columns of AttemptRow an attempt event may change (never its worker or attempt number). */
-export const ATTEMPT_UPDATE_COLUMNS = [
-  'status',
-  'exit_code',
-  'signal',
-  'error',
-  'output_truncated',
-  'output_bytes',
-  'stdout_received',
-  'stderr_received',
-  'started_at',
-  'finished_at',
-  'not_before',
-] as const;
+/** Every column that changes after insertion: the attempt's, and the claim's. */
+const TASK_UPDATE_COLUMNS = [...ATTEMPT_UPDATE_COLUMNS, 'attempts', 'assigned_node', 'cancel_requested', 'assigned_at'] as const;
 
 /** What a worker's report about an attempt reads and may change: a narrow read and write. */
-export const ATTEMPT_COLUMNS = ['seq', 'id', 'attempts', 'retries', 'cancel_requested', ...ATTEMPT_UPDATE_COLUMNS] as const;
+const ATTEMPT_COLUMNS = ['seq', 'id', 'attempts', 'retries', 'cancel_requested', ...ATTEMPT_UPDATE_COLUMNS] as const;
 export type AttemptRow = Pick<TaskRow, (typeof ATTEMPT_COLUMNS)[number]>;
 
 /** The output bookkeeping alone: no indexed column, so no index is touched. */
-export const OUTPUT_PROGRESS_COLUMNS = ['output_truncated', 'output_bytes', 'stdout_received', 'stderr_received'] as const;
+const OUTPUT_PROGRESS_COLUMNS = ['output_truncated', 'output_bytes', 'stdout_received', 'stderr_received'] as const;
 
-export const TASK_INSERT_COLUMNS = [
+const TASK_INSERT_COLUMNS = [
   'id',
   'cmd',
   'argv_json',
@@ -224,7 +209,7 @@ export const TASK_INSERT_COLUMNS = [
   ...TASK_UPDATE_COLUMNS,
 ] as const;
 
-export const NODE_COLUMNS = [
+const NODE_COLUMNS = [
   'name',
   'instance_id',
   'status',
@@ -237,9 +222,7 @@ export const NODE_COLUMNS = [
   'registered_at',
 ] as const;
 
-export const LIST_FROM = `SELECT * FROM tasks WHERE seq < @before`;
-
-const assignments = (columns: readonly string[]): string => columns.map((column) => `${column} = @${column}`).join(', ');
+const LIST_FROM = `SELECT * FROM tasks WHERE seq < @before`;
 
 // The hot statements (a task's insert, claim and reports) read rows as arrays and bind
 // parameters by position. better-sqlite3 builds a row object property by property in C++ and
@@ -283,7 +266,7 @@ export function prepareStatements(db: Database.Database) {
       const statement = db.prepare(`INSERT INTO tasks (${insertColumns}) VALUES (${TASK_INSERT_COLUMNS.map(() => '?').join(', ')})`);
       return (row: TaskRow): number => Number(statement.run(...TASK_INSERT_COLUMNS.map((column) => row[column])).lastInsertRowid);
     })(),
-    updateTask: db.prepare(`UPDATE tasks SET ${assignments(TASK_UPDATE_COLUMNS)} WHERE seq = @seq`),
+    updateTask: updateBySeq<TaskRow>(db, TASK_UPDATE_COLUMNS),
     updateAttempt: updateBySeq<AttemptRow>(db, ATTEMPT_UPDATE_COLUMNS),
     updateOutputProgress: updateBySeq<AttemptRow>(db, OUTPUT_PROGRESS_COLUMNS),
     taskById: db.prepare('SELECT * FROM tasks WHERE id = ?'),

@@ -374,16 +374,17 @@ export class SqliteStore implements Store {
       for (const row of page) {
         after = row.seq;
         const waiting = row.not_before > now;
+        const eligible = rowEligibility(row);
         if (movable.length > 0) {
           movable = movable.filter((claim) => {
             if (row.seq <= claim.cursor) return true;
-            if (waiting || isRowEligible(row, claim.request)) return false;
+            if (waiting || eligible(claim.request)) return false;
             claim.ineligibleThrough = row.seq;
             return true;
           });
         }
         if (waiting) continue;
-        const taker = nextTaker(open, turn, row);
+        const taker = nextTaker(open, turn, row.seq, eligible);
         if (taker === -1) continue;
         const claim = open[taker]!;
         claim.chosen.push(row.seq);
@@ -524,7 +525,7 @@ export class SqliteStore implements Store {
 
   /** Writes a whole row back; `from` is its status before the change, for the counts. */
   private save(row: TaskRow, from: TaskStatus): void {
-    this.sql.updateTask.run(row);
+    this.sql.updateTask(row);
     this.writes.moveCount(from, row.status);
   }
 
@@ -551,18 +552,24 @@ function isIdClash(error: unknown): boolean {
 }
 
 /** Index of the first worker from `turn` on (wrapping) that may run the row, or -1. */
-function nextTaker(open: WorkerClaim[], turn: number, row: QueuedRow): number {
+function nextTaker(open: WorkerClaim[], turn: number, seq: number, eligible: (worker: ClaimRequest) => boolean): number {
   for (let tried = 0; tried < open.length; tried++) {
     const at = (turn + tried) % open.length;
     const claim = open[at]!;
-    if (row.seq > claim.cursor && isRowEligible(row, claim.request)) return at;
+    if (seq > claim.cursor && eligible(claim.request)) return at;
   }
   return -1;
 }
 
-function isRowEligible(row: QueuedRow, worker: ClaimRequest): boolean {
-  if (row.target_node !== null && row.target_node !== worker.name) return false;
-  return row.labels_json === '{}' || isEligible({ labels: parseRecord(row.labels_json) }, worker);
+/** Which workers may take the row; its labels are parsed at most once, however many ask. */
+function rowEligibility(row: QueuedRow): (worker: ClaimRequest) => boolean {
+  let labels: Record<string, string> | undefined;
+  return (worker) => {
+    if (row.target_node !== null && row.target_node !== worker.name) return false;
+    if (row.labels_json === '{}') return true;
+    labels ??= parseRecord(row.labels_json);
+    return isEligible({ labels }, worker);
+  };
 }
 
 function attemptState(row: AttemptRow): Pick<Task, 'attempts' | 'retries' | 'cancelRequested'> {
