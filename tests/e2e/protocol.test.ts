@@ -76,6 +76,16 @@ class WireWorker {
   }
 }
 
+/** Runs `body` with a fresh protocol client, closed afterwards whatever happens. */
+async function withWireWorker(master: Master, name: string, body: (worker: WireWorker) => Promise<void>): Promise<void> {
+  const worker = new WireWorker(master, name);
+  try {
+    await body(worker);
+  } finally {
+    worker.close();
+  }
+}
+
 describe('assignment batches', () => {
   // A master each: a worker of an earlier test must not be handed these tasks.
   let master: Master;
@@ -92,30 +102,24 @@ describe('assignment batches', () => {
 
   it('go only to a worker that accepts them; others get one assignment per message', async () => {
     const ids = await queue(5);
-    const plain = new WireWorker(master, 'wire-plain');
-    try {
+    await withWireWorker(master, 'wire-plain', async (plain) => {
       await plain.connect(false);
       await waitFor(() => plain.assignedIds().length === 5 || undefined, { what: 'five assignments' });
       expect(plain.received.every((message) => message.kind?.$case === 'assignment')).toBe(true);
       expect(plain.assignedIds().sort()).toEqual([...ids].sort());
-    } finally {
-      plain.close();
-    }
+    });
   }, 60_000);
 
   it('carry several tasks in one message to a worker that accepts them', async () => {
     const ids = await queue(5);
-    const batching = new WireWorker(master, 'wire-batching');
-    try {
+    await withWireWorker(master, 'wire-batching', async (batching) => {
       await batching.connect(true);
       await waitFor(() => batching.assignedIds().length === 5 || undefined, { what: 'five assignments' });
       const batches = batching.received.filter((message) => message.kind?.$case === 'assignments');
       expect(batches.length).toBeGreaterThan(0);
       expect(batching.received.length).toBeLessThan(5);
       expect(batching.assignedIds().sort()).toEqual([...ids].sort());
-    } finally {
-      batching.close();
-    }
+    });
   }, 60_000);
 });
 
@@ -126,8 +130,7 @@ describe('heartbeats on the event stream', () => {
   }, 60_000);
 
   it('are offered by the master and keep a worker online past the heartbeat timeout', async () => {
-    const worker = new WireWorker(master, 'wire-beats');
-    try {
+    await withWireWorker(master, 'wire-beats', async (worker) => {
       const answer = await worker.connect(true);
       expect(answer.streamHeartbeats).toBe(true);
       await waitForNode(master, 'wire-beats', 'online');
@@ -144,35 +147,27 @@ describe('heartbeats on the event stream', () => {
       }
       // Silence on the stream is noticed like silence on ReportStatus.
       await waitForNode(master, 'wire-beats', 'offline', 30_000);
-    } finally {
-      worker.close();
-    }
+    });
   }, 60_000);
 
   it('carry status changes as ReportStatus does', async () => {
-    const worker = new WireWorker(master, 'wire-drain');
-    try {
+    await withWireWorker(master, 'wire-drain', async (worker) => {
       await worker.connect(true);
       await waitForNode(master, 'wire-drain', 'online');
       worker.streamHeartbeat({ draining: true });
       await waitForNode(master, 'wire-drain', 'draining');
-    } finally {
-      worker.close();
-    }
+    });
   }, 60_000);
 
   it('end the stream with INVALID_ARGUMENT when malformed, and harm nothing', async () => {
-    const worker = new WireWorker(master, 'wire-bad');
-    try {
+    await withWireWorker(master, 'wire-bad', async (worker) => {
       await worker.connect(true);
       worker.streamHeartbeat({ concurrency: 0 });
       await waitFor(() => worker.eventsError, { what: 'the event stream to fail' });
       expect(worker.eventsError?.code).toBe(grpc.status.INVALID_ARGUMENT);
       const health = await master.call('GET', '/healthz', { token: null });
       expect(health).toHaveStatus(200);
-    } finally {
-      worker.close();
-    }
+    });
   }, 60_000);
 });
 

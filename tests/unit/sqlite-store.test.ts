@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { TASK_ID_PATTERN } from '../../src/core/ids.js';
 import type { NodeInfo } from '../../src/core/node.js';
-import type { Task, TaskSpec } from '../../src/core/task.js';
+import { TASK_STATUSES, type Task, type TaskSpec } from '../../src/core/task.js';
 import { ValidationError } from '../../src/core/validation.js';
 import { CLAIM_SCAN_BUDGET, openSqliteStore, type SqliteStore } from '../../src/store/sqlite.js';
 import { MIGRATIONS } from '../../src/store/sqlite-schema.js';
@@ -23,6 +23,12 @@ beforeEach(() => {
   file = join(dir, 'dcli.db');
   store = openSqliteStore(file, { maxOutputBytes: MiB });
 });
+
+/** Closes the store and opens the same file again, as a restarted master would. */
+async function reopen(maxOutputBytes = MiB): Promise<void> {
+  await store.close();
+  store = openSqliteStore(file, { maxOutputBytes });
+}
 
 afterEach(async () => {
   await store.close();
@@ -96,12 +102,20 @@ const finished = (
 /** Counts by status straight from the rows, through a connection of its own (the store must be closed). */
 function countRows(path: string): Record<string, number> {
   const raw = new Database(path, { readonly: true });
-  const counts: Record<string, number> = { queued: 0, assigned: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0, timed_out: 0, lost: 0 };
+  const counts: Record<string, number> = Object.fromEntries(TASK_STATUSES.map((status) => [status, 0]));
   for (const { status, n } of raw.prepare('SELECT status, count(*) AS n FROM tasks GROUP BY status').all() as { status: string; n: number }[]) {
     counts[status] = n;
   }
   raw.close();
   return counts;
+}
+
+/** A database file as dcli's first schema left it (user_version 1), for migration tests. */
+function v1Database(path: string): Database.Database {
+  const db = new Database(path);
+  db.exec(MIGRATIONS[0]!);
+  db.pragma('user_version = 1');
+  return db;
 }
 
 async function storedOutput(taskId: string, streamName?: OutputStreamName, attempt?: number): Promise<Buffer> {
@@ -157,8 +171,7 @@ describe('tasks', () => {
 
   it('keeps committed tasks across a close and reopen, with the schema version recorded', async () => {
     const task = await create({ cmd: 'echo durable' });
-    await store.close();
-    store = openSqliteStore(file, { maxOutputBytes: MiB });
+    await reopen();
     expect(await store.getTask(task.id)).toEqual(task);
 
     await store.close();
@@ -175,8 +188,7 @@ describe('tasks', () => {
     expect(() => new Database(file, { readonly: true, timeout: 0 }).prepare('SELECT 1 FROM tasks').get()).toThrow(/locked/);
     // At once: it does not wait out the busy timeout (5 s) first.
     expect(Date.now() - started).toBeLessThan(4000);
-    await store.close();
-    store = openSqliteStore(file, { maxOutputBytes: MiB });
+    await reopen();
     expect(await store.getTask(task.id)).toEqual(task);
   });
 
@@ -458,8 +470,7 @@ describe('output', () => {
   });
 
   it('caps output per task over both streams and marks the truncation once', async () => {
-    await store.close();
-    store = openSqliteStore(file, { maxOutputBytes: 100 });
+    await reopen(100);
     await create();
     const task = await claimOne();
     const out = randomBytes(60);
@@ -503,8 +514,7 @@ describe('output', () => {
       const all = await store.readOutput(task.id, { limit: 100 });
       expect(all.map((chunk) => chunk.data.length)).toEqual(sizes);
 
-      await store.close();
-      store = openSqliteStore(file, { maxOutputBytes: MiB });
+      await reopen();
       expect(await storedOutput(task.id, 'stdout')).toEqual(Buffer.concat(expected.stdout));
       expect(await storedOutput(task.id, 'stderr')).toEqual(Buffer.concat(expected.stderr));
       // A reopened store appends to a new segment.
@@ -543,8 +553,7 @@ describe('output', () => {
       const pieces = Array.from({ length: 66 }, () => randomBytes(16 * 1024));
       for (const [i, piece] of pieces.entries()) {
         await store.applyEvents([output(task, 'stdout', i * piece.length, piece)]);
-        await store.close();
-        store = openSqliteStore(file, { maxOutputBytes: MiB * 2 });
+        await reopen(MiB * 2);
       }
       expect(segmentFiles()).toHaveLength(66);
       expect(await storedOutput(task.id, 'stdout')).toEqual(Buffer.concat(pieces));
@@ -555,9 +564,7 @@ describe('output', () => {
       rmSync(dir, { recursive: true, force: true });
       dir = mkdtempSync(join(tmpdir(), 'dcli-store-'));
       file = join(dir, 'dcli.db');
-      const old = new Database(file);
-      old.exec(MIGRATIONS[0]!);
-      old.pragma('user_version = 1');
+      const old = v1Database(file);
       old.exec(`INSERT INTO tasks (id, cmd, env_json, timeout_ms, retries, labels_json, status, attempts, assigned_node,
           cancel_requested, output_truncated, output_bytes, stdout_received, stderr_received, created_at, started_at)
         VALUES ('0123456789abcdef', 'old', '{}', 0, 0, '{}', 'running', 1, 'w1', 0, 0, 5, 5, 0, 1, 1)`);
@@ -572,8 +579,7 @@ describe('output', () => {
     });
 
     it('count against the cap, with the marker after the last kept bytes', async () => {
-      await store.close();
-      store = openSqliteStore(file, { maxOutputBytes: 100_000 });
+      await reopen(100_000);
       await create();
       const task = await claimOne();
       const out = randomBytes(80_000);
@@ -587,8 +593,7 @@ describe('output', () => {
   });
 
   it('starts counting afresh for a new attempt', async () => {
-    await store.close();
-    store = openSqliteStore(file, { maxOutputBytes: 10 });
+    await reopen(10);
     await create({ retries: 1 });
     const first = await claimOne();
     await applyEvents([output(first, 'stdout', 0, Buffer.from('0123456789abc')), finished(first, 'failed')]);
@@ -774,9 +779,7 @@ describe('queries', () => {
 
   it('carries the counts kept by a version 1 database through its migration', async () => {
     const oldFile = join(dir, 'v1.db');
-    const v1 = new Database(oldFile);
-    v1.exec(MIGRATIONS[0]!);
-    v1.pragma('user_version = 1');
+    const v1 = v1Database(oldFile);
     const insert = v1.prepare(
       `INSERT INTO tasks (id, env_json, timeout_ms, retries, labels_json, status, attempts, cancel_requested,
          output_truncated, output_bytes, stdout_received, stderr_received, created_at)
