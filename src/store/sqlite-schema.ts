@@ -304,6 +304,10 @@ export function prepareStatements(db: Database.Database) {
     // Read back after the claim rather than by RETURNING, which costs twice as much here.
     claimedBySeq: selectOne<ClaimedRow>(db, CLAIMED_COLUMNS, 'FROM tasks WHERE seq = ?'),
     countByStatus: db.prepare('SELECT status, n FROM task_counts'),
+    queuedCount: (() => {
+      const statement = db.prepare(`SELECT n FROM task_counts WHERE status = 'queued'`).pluck();
+      return (): number => statement.get() as number;
+    })(),
     addToCount: db.prepare('UPDATE task_counts SET n = n + ? WHERE status = ?'),
     activeOn: db.prepare(
       `SELECT * FROM tasks WHERE assigned_node = ? AND status IN ('assigned', 'running') ORDER BY seq`,

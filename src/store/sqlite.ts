@@ -347,9 +347,12 @@ export class SqliteStore implements Store {
   }
 
   /**
-   * One walk down the queue for every asking worker: each row goes to the next worker, in turn,
-   * that may run it and has room. Rows ineligible for a worker move its cursor past them, until
-   * a row it could run (taken or not) or one waiting out a retry delay freezes it.
+   * One walk down the queue for every asking worker: rows are dealt to the workers in turn, a
+   * fair share at a time (what is queued, or wanted if less, over the workers asking), each row
+   * to the worker whose turn it is or else the next that may run it and has room. A short queue
+   * is so spread one task per worker; a deep one fills each worker in one turn, and so in one
+   * message. Rows ineligible for a worker move its cursor past them, until a row it could run
+   * (taken or not) or one waiting out a retry delay freezes it.
    */
   private claim(requests: ClaimRequest[], now: number): ClaimedTask[][] {
     const claims = requests.map((request): WorkerClaim => {
@@ -357,12 +360,15 @@ export class SqliteStore implements Store {
       const cursor = this.claimCursors.get(cursorKey) ?? 0;
       return { request, cursorKey, cursor, ineligibleThrough: cursor, chosen: [] };
     });
-    /** Workers with room left, served in turn from `turn`. */
+    /** Workers with room left; `open[turn]` is being dealt its share, `dealt` rows so far. */
     const open = claims.filter((claim) => claim.request.limit > 0);
+    if (open.length === 0) return claims.map(() => []);
     let wanted = open.reduce((sum, claim) => sum + claim.request.limit, 0);
+    const share = Math.max(1, Math.ceil(Math.min(this.sql.queuedCount(), wanted) / open.length));
     /** Workers whose cursor may still move: no row they could run (or a waiting one) met yet. */
     let movable = open;
     let turn = 0;
+    let dealt = 0;
     let after = Math.min(...open.map((claim) => claim.cursor));
     let budget = CLAIM_SCAN_BUDGET;
     // The first page is just what is wanted: usually the head of the queue is eligible.
@@ -388,12 +394,16 @@ export class SqliteStore implements Store {
         if (taker === -1) continue;
         const claim = open[taker]!;
         claim.chosen.push(row.seq);
-        if (claim.chosen.length < claim.request.limit) {
-          turn = taker + 1;
-        } else {
-          open.splice(taker, 1);
-          turn = taker;
+        const full = claim.chosen.length === claim.request.limit;
+        if (taker === turn) dealt++;
+        if (full) open.splice(taker, 1);
+        // A row taken out of turn (the worker in turn may not run it) leaves the turn where it is.
+        if (full && taker < turn) turn--;
+        else if (taker === turn && (full || dealt === share)) {
+          if (!full) turn++;
+          dealt = 0;
         }
+        if (turn >= open.length) turn = 0;
         if (--wanted === 0) break scan;
       }
       if (page.length < pageLimit) break;

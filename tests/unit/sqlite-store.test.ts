@@ -283,6 +283,19 @@ describe('claims', () => {
     expect(byB.map((task) => task.id)).toEqual([forB.id]);
   });
 
+  it('deals a deep queue a full share per worker, and spreads a short one a task per worker', async () => {
+    const workers = ['a', 'b', 'c'].map((name) => ({ name, labels: {}, limit: 4 }));
+    const ids = (tasks: ClaimedTask[]): string[] => tasks.map((task) => task.id);
+    const short = await store.createTasks(Array.from({ length: 3 }, () => spec()));
+    const spread = await store.claimTasks(workers, 0);
+    expect(spread.map(ids)).toEqual(short.tasks.map((task) => [task.id]));
+
+    const deep = (await store.createTasks(Array.from({ length: 20 }, () => spec()))).tasks.map((task) => task.id);
+    const dealt = await store.claimTasks(workers, 0);
+    // Each worker's room is filled from consecutive rows: one message each, not one per task.
+    expect(dealt.map(ids)).toEqual([deep.slice(0, 4), deep.slice(4, 8), deep.slice(8, 12)]);
+  });
+
   it('shares one claim for many workers out in turn, each within its limit and what it may run', async () => {
     const plain = await store.createTasks(Array.from({ length: 6 }, (_, i) => spec({ cmd: `echo ${i}` })));
     const forC = await create({ node: 'c' });
@@ -299,10 +312,11 @@ describe('claims', () => {
     );
     const ids = (tasks: ClaimedTask[]): string[] => tasks.map((task) => task.id);
     const [p0, p1, p2, p3, p4, p5] = plain.tasks.map((task) => task.id);
-    // Oldest first, one worker after another; a full worker drops out of the turn.
-    expect(ids(claimed[0]!)).toEqual([p0, p3]);
-    expect(ids(claimed[1]!)).toEqual([p1, p4, gpu.id, more.id]);
-    expect(ids(claimed[2]!)).toEqual([p2, p5, forC.id]);
+    // Oldest first, a fair share (9 queued over 3 workers: 3) to one worker after another; a full
+    // worker drops out of the turn, and a row the worker in turn may not run goes to the next.
+    expect(ids(claimed[0]!)).toEqual([p0, p1]);
+    expect(ids(claimed[1]!)).toEqual([p2, p3, p4, gpu.id]);
+    expect(ids(claimed[2]!)).toEqual([p5, forC.id, more.id]);
     expect(claimed[3]).toEqual([]);
     for (const [i, name] of ['a', 'b', 'c'].entries()) {
       for (const task of claimed[i]!) expect(await store.getTask(task.id)).toMatchObject({ status: 'assigned', assignedNode: name });
