@@ -41,11 +41,14 @@ export class Dispatcher {
         if (workers.length === 0 || (await this.store.countTasks()).queued === 0) continue;
         const requests = workers.map((worker) => ({ name: worker.info.name, labels: worker.info.labels, limit: freeSlots(worker) }));
         const claimed = await this.store.claimTasks(requests, Date.now());
-        const deliveries: Promise<void>[] = [];
+        const deliveries: Promise<number>[] = [];
         workers.forEach((worker, i) => {
           if (claimed[i]!.length > 0) deliveries.push(this.deliver(worker, claimed[i]!));
         });
-        await Promise.all(deliveries);
+        const delivered = (await Promise.all(deliveries)).reduce((sum, count) => sum + count, 0);
+        // A claim examines a bounded number of rows: while passes hand tasks out and room is
+        // left, carry on, rather than wait for a finish or the liveness sweep's kick.
+        if (delivered > 0 && this.registry.dispatchable().length > 0) this.kickedDuringPass = true;
       } while (this.kickedDuringPass);
     } catch (error) {
       this.log.error({ err: error }, 'dispatch pass failed; retrying');
@@ -57,9 +60,9 @@ export class Dispatcher {
 
   /**
    * Pushes a worker's newly claimed tasks down its channel, in one message when the worker takes
-   * batches; what cannot be sent goes back.
+   * batches; what cannot be sent goes back. Resolves with how many were sent.
    */
-  private async deliver(worker: WorkerEntry, tasks: ClaimedTask[]): Promise<void> {
+  private async deliver(worker: WorkerEntry, tasks: ClaimedTask[]): Promise<number> {
     const { name } = worker.info;
     const channel = worker.channel;
     const messages: { message: AssignTaskResponse; tasks: ClaimedTask[] }[] =
@@ -81,6 +84,7 @@ export class Dispatcher {
       await this.store.requeueAttempts(undelivered);
       this.log.warn({ worker: name, tasks: undelivered.length }, 'push channel closed during dispatch; tasks requeued');
     }
+    return tasks.length - undelivered.length;
   }
 
   private toAssignment(task: ClaimedTask): TaskAssignment {
