@@ -1,7 +1,10 @@
 // Scenario 5: a fleet of simulated workers, each on a TCP connection of its own and heartbeating
 // at the interval the master asks for (2 s). First the idle fleet (online, empty queue): master
 // CPU and RSS. Then scenario 2 with it: the fleet goes draining, a queue is filled over HTTP,
-// the fleet comes back online and drains it. The same procedure with 16 workers is the baseline.
+// the fleet comes back online and drains it. The baseline is the same with scenario 2's 16
+// workers: only the number of workers differs. A fleet of small workers (×4) drains the same
+// queue as a further figure: its messages carry at most 4 tasks each, so it measures the cost
+// of a gRPC message more than the fleet's size.
 import { startMaster, type Master } from '../lib/cluster.js';
 import { metricValue } from '../lib/http.js';
 import { closedLoop } from '../lib/load.js';
@@ -11,8 +14,9 @@ import { SimFleet } from '../lib/sim-worker.js';
 import { now, sleep } from '../lib/timing.js';
 
 const SMALL_FLEET = 16;
-const SMALL_CONCURRENCY = 64;
-const FLEET_CONCURRENCY = 4;
+/** Every worker's concurrency in the comparison, as in scenario 2. */
+const CONCURRENCY = 64;
+const SMALL_WORKER_CONCURRENCY = 4;
 const MB = 1e6;
 
 interface FleetRun {
@@ -35,6 +39,7 @@ interface FleetPlan {
   tasks: number;
   /** Before measuring: long enough for every worker's heartbeats to be in their steady rhythm. */
   settleMs: number;
+  /** How long idle heartbeats are measured; 0 for a run that only drains. */
   windowMs: number;
 }
 
@@ -46,15 +51,15 @@ async function runFleet({ size, concurrency, tasks, settleMs, windowMs }: FleetP
     let start = now();
     await fleet.connect();
     const connectSeconds = (now() - start) / 1000;
-    log(`  ${size} workers connected in ${connectSeconds.toFixed(1)} s; measuring idle heartbeats for ${windowMs / 1000} s`);
+    log(`  ${size} workers ×${concurrency} connected in ${connectSeconds.toFixed(1)} s; measuring idle heartbeats for ${windowMs / 1000} s`);
     await sleep(settleMs);
     const beatsBefore = fleet.workers.reduce((sum, worker) => sum + worker.heartbeats, 0);
     const cpuBefore = cpuSeconds(master.proc.pid);
     start = now();
     await sleep(windowMs);
     const seconds = (now() - start) / 1000;
-    const heartbeatCpuPercent = ((cpuSeconds(master.proc.pid) - cpuBefore) / seconds) * 100;
-    const heartbeatsPerSecond = (fleet.workers.reduce((sum, worker) => sum + worker.heartbeats, 0) - beatsBefore) / seconds;
+    const heartbeatCpuPercent = seconds > 0 ? ((cpuSeconds(master.proc.pid) - cpuBefore) / seconds) * 100 : 0;
+    const heartbeatsPerSecond = seconds > 0 ? (fleet.workers.reduce((sum, worker) => sum + worker.heartbeats, 0) - beatsBefore) / seconds : 0;
     const idleRssBytes = rss.peak;
     const metrics = await master.api.metrics();
 
@@ -93,14 +98,17 @@ export const fleet: Scenario = {
   title: 'Fleet',
   async run({ quick, log }): Promise<ScenarioResult> {
     const size = quick ? 50 : 2000;
-    const tasks = quick ? 2000 : 20_000;
+    const tasks = quick ? 2000 : 100_000; // scenario 2's queue
     const windowMs = quick ? 1000 : 10_000;
     const settleMs = quick ? 500 : 2000; // 2 s: the heartbeat interval the master asks for
-    log(`baseline: ${SMALL_FLEET} simulated workers ×${SMALL_CONCURRENCY}`);
-    const small = await runFleet({ size: SMALL_FLEET, concurrency: SMALL_CONCURRENCY, tasks, settleMs, windowMs }, log);
-    log(`dcli: ${size} simulated workers ×${FLEET_CONCURRENCY}`);
-    const big = await runFleet({ size, concurrency: FLEET_CONCURRENCY, tasks, settleMs, windowMs }, log);
+    log(`baseline: ${SMALL_FLEET} simulated workers ×${CONCURRENCY}`);
+    const small = await runFleet({ size: SMALL_FLEET, concurrency: CONCURRENCY, tasks, settleMs, windowMs }, log);
+    log(`dcli: ${size} simulated workers ×${CONCURRENCY}`);
+    const big = await runFleet({ size, concurrency: CONCURRENCY, tasks, settleMs, windowMs }, log);
+    log(`further figure: ${size} simulated workers ×${SMALL_WORKER_CONCURRENCY}`);
+    const smallWorkers = await runFleet({ size, concurrency: SMALL_WORKER_CONCURRENCY, tasks, settleMs: 0, windowMs: 0 }, log);
     const ratio = big.drainPerSecond / small.drainPerSecond;
+    const smallWorkersRatio = smallWorkers.drainPerSecond / small.drainPerSecond;
     return {
       figures: {
         workers: size,
@@ -116,6 +124,8 @@ export const fleet: Scenario = {
         idleExternalMB: big.idleExternalBytes / MB,
         peakRssMB: big.peakRssBytes / MB,
         drainPerSecond: big.drainPerSecond,
+        smallWorkersDrainPerSecond: smallWorkers.drainPerSecond,
+        smallWorkersPeakRssMB: smallWorkers.peakRssBytes / MB,
       },
       baseline: {
         workers: SMALL_FLEET,
@@ -151,7 +161,8 @@ export const fleet: Scenario = {
       ],
       notes: [
         `Each simulated worker has its own channel and TCP connection ('grpc.use_local_subchannel_pool'); all run in the bench process.`,
-        `Fleet workers have concurrency ${FLEET_CONCURRENCY}, the 16 baseline workers ${SMALL_CONCURRENCY}. Heartbeat failures: ${big.heartbeatFailures}.`,
+        `${tasks} tasks; every worker of the comparison has concurrency ${CONCURRENCY}, as in scenario 2. Heartbeat failures: ${big.heartbeatFailures}.`,
+        `${size} workers ×${SMALL_WORKER_CONCURRENCY} (at most ${SMALL_WORKER_CONCURRENCY} tasks a message): ${Math.round(smallWorkers.drainPerSecond)} tasks/s, ${smallWorkersRatio.toFixed(2)}× the ${SMALL_FLEET} workers; peak RSS ${(smallWorkers.peakRssBytes / MB).toFixed(0)} MB.`,
       ],
     };
   },
