@@ -299,7 +299,8 @@ export function prepareStatements(db: Database.Database) {
            output_truncated = 0, output_bytes = 0, stdout_received = 0, stderr_received = 0, not_before = 0
          WHERE seq = ? AND status = 'queued'`,
       );
-      return (seq: number, worker: string, now: number): void => void statement.run(worker, now, seq);
+      /** False when the row was no longer queued: then it is not this claim's to hand out. */
+      return (seq: number, worker: string, now: number): boolean => statement.run(worker, now, seq).changes === 1;
     })(),
     // Read back after the claim rather than by RETURNING, which costs twice as much here.
     claimedBySeq: selectOne<ClaimedRow>(db, CLAIMED_COLUMNS, 'FROM tasks WHERE seq = ?'),
@@ -341,6 +342,13 @@ export function parseRecord(json: string): Record<string, string> {
   return json === '{}' ? {} : (JSON.parse(json) as Record<string, string>);
 }
 
+/** The optional parts of a task's command, set on `task` only when the row has them. */
+function setCommand(task: { cmd?: string; argv?: string[]; cwd?: string }, row: ClaimedRow): void {
+  if (row.cmd !== null) task.cmd = row.cmd;
+  if (row.argv_json !== null) task.argv = JSON.parse(row.argv_json) as string[];
+  if (row.cwd !== null) task.cwd = row.cwd;
+}
+
 export function rowToTask(row: TaskRow): Task {
   const task: Task = {
     id: row.id,
@@ -361,9 +369,7 @@ export function rowToTask(row: TaskRow): Task {
     finishedAt: row.finished_at,
     retryAt: row.not_before === 0 ? null : row.not_before,
   };
-  if (row.cmd !== null) task.cmd = row.cmd;
-  if (row.argv_json !== null) task.argv = JSON.parse(row.argv_json) as string[];
-  if (row.cwd !== null) task.cwd = row.cwd;
+  setCommand(task, row);
   if (row.target_node !== null) task.node = row.target_node;
   if (row.idempotency_key !== null) task.idempotencyKey = row.idempotency_key;
   if (row.assigned_node !== null) task.assignedNode = row.assigned_node;
@@ -372,9 +378,7 @@ export function rowToTask(row: TaskRow): Task {
 
 export function rowToClaimedTask(row: ClaimedRow): ClaimedTask {
   const task: ClaimedTask = { id: row.id, attempts: row.attempts, env: parseRecord(row.env_json), timeoutMs: row.timeout_ms };
-  if (row.cmd !== null) task.cmd = row.cmd;
-  if (row.argv_json !== null) task.argv = JSON.parse(row.argv_json) as string[];
-  if (row.cwd !== null) task.cwd = row.cwd;
+  setCommand(task, row);
   return task;
 }
 

@@ -17,7 +17,7 @@ type OpResult = { ok: true; value: unknown } | { ok: false; error: unknown };
 export class SqliteWriteQueue {
   private queue: WriteOp[] = [];
   private flushScheduled = false;
-  private closed = false;
+  private closing = false;
   /** Runs one write op inside the open batch; better-sqlite3 makes a nested transaction a SAVEPOINT. */
   private readonly savepoint: (run: () => unknown) => unknown;
   /** Changes to the counts by status made by the open batch; written to task_counts at its commit. */
@@ -30,6 +30,11 @@ export class SqliteWriteQueue {
     this.savepoint = db.transaction((run: () => unknown) => run());
   }
 
+  /** Whether close() was called: no write is taken any more. */
+  get closed(): boolean {
+    return this.closing;
+  }
+
   /** Writes accepted but not yet committed. */
   get pending(): number {
     return this.queue.length;
@@ -37,7 +42,7 @@ export class SqliteWriteQueue {
 
   /** Runs `run` in the next batch; resolves with its result once that batch is committed. */
   write<T>(run: () => T): Promise<T> {
-    if (this.closed) return Promise.reject(new Error('the store is closed'));
+    if (this.closing) return Promise.reject(new Error('the store is closed'));
     return new Promise<T>((resolve, reject) => {
       this.queue.push({ run, resolve: resolve as (value: unknown) => void, reject });
       if (!this.flushScheduled) {
@@ -56,7 +61,7 @@ export class SqliteWriteQueue {
 
   /** Commits what is queued and refuses further writes. */
   close(): void {
-    this.closed = true;
+    this.closing = true;
     this.flush();
   }
 

@@ -87,7 +87,6 @@ export class SqliteStore implements Store {
   private readonly sql: Statements;
   private readonly segments: OutputSegments;
   private readonly writes: SqliteWriteQueue;
-  private closed = false;
   /**
    * Per worker (name and labels): the seq up to which every queued task is known to be
    * ineligible for it, so its next claim starts there instead of rescanning a long ineligible
@@ -289,8 +288,7 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
+    if (this.writes.closed) return;
     this.writes.close();
     this.db.pragma('optimize');
     this.db.close();
@@ -411,37 +409,38 @@ export class SqliteStore implements Store {
     }
     return claims.map((claim) => {
       if (claim.ineligibleThrough > claim.cursor) this.claimCursors.set(claim.cursorKey, claim.ineligibleThrough);
-      return claim.chosen.map((seq) => {
-        this.sql.claim(seq, claim.request.name, now);
+      const tasks: ClaimedTask[] = [];
+      for (const seq of claim.chosen) {
+        if (!this.sql.claim(seq, claim.request.name, now)) continue;
         this.writes.moveCount('queued', 'assigned');
-        return rowToClaimedTask(this.sql.claimedBySeq(seq)!);
-      });
+        tasks.push(rowToClaimedTask(this.sql.claimedBySeq(seq)!));
+      }
+      return tasks;
     });
   }
 
   private apply(events: AttemptEvent[]): AppliedEvents {
     // Each task's attempt state is read once, changed in memory event by event and written once
     // at the end, touching the status indexes only when its status changed.
-    const rows = new Map<string, AttemptRow | undefined>();
-    const statusBefore = new Map<AttemptRow, TaskStatus>();
-    const changed = new Set<AttemptRow>();
+    const touched = new Map<string, { row: AttemptRow; from: TaskStatus; changed: boolean } | undefined>();
     let stale = 0;
     for (const event of events) {
-      let row = rows.get(event.taskId);
-      if (row === undefined && !rows.has(event.taskId)) {
-        row = this.sql.attemptById(event.taskId);
-        rows.set(event.taskId, row);
-        if (row) statusBefore.set(row, row.status);
+      let state = touched.get(event.taskId);
+      if (state === undefined && !touched.has(event.taskId)) {
+        const row = this.sql.attemptById(event.taskId);
+        state = row && { row, from: row.status, changed: false };
+        touched.set(event.taskId, state);
       }
-      if (!row || row.attempts !== event.attempt || !ACTIVE_STATUSES.has(row.status)) {
+      if (!state || state.row.attempts !== event.attempt || !ACTIVE_STATUSES.has(state.row.status)) {
         stale++;
         continue;
       }
-      if (this.applyEvent(row, event)) changed.add(row);
+      if (this.applyEvent(state.row, event)) state.changed = true;
     }
     const changes: TaskChange[] = [];
-    for (const row of changed) {
-      const from = statusBefore.get(row)!;
+    for (const state of touched.values()) {
+      if (!state?.changed) continue;
+      const { row, from } = state;
       if (row.status === from) {
         this.sql.updateOutputProgress(row);
       } else {
