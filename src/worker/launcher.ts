@@ -20,6 +20,9 @@ export interface LaunchRequest {
   cwd: string | undefined;
 }
 
+/** The step of starting a process that failed, when the launcher knows it. */
+export type StartStage = 'cwd' | 'exec' | 'setup';
+
 /**
  * What becomes of a launched process, in this order: `started` or `failedToStart`; then output
  * as it arrives and `exited` when the process ends; `ended` last, once all output is delivered.
@@ -28,8 +31,11 @@ export interface LaunchRequest {
 export interface LaunchObserver {
   /** The program runs as `pid`, which leads a process group (and session) of its own. */
   started(pid: number): void;
-  /** Nothing runs; `cause` is the error, with the errno name as `code` when there is one. */
-  failedToStart(cause: unknown): void;
+  /**
+   * Nothing runs; `cause` is the error, with the errno name as `code` when there is one, and
+   * `stage` the step that failed when the launcher can tell.
+   */
+  failedToStart(cause: unknown, stage?: StartStage): void;
   output(stream: OutputStream, data: Buffer): void;
   /**
    * The process has exited; output it left in its pipes may still follow. `groupLeft` is false

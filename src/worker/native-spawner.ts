@@ -9,7 +9,7 @@ import { constants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { getSystemErrorName } from 'node:util';
 import type { Logger } from '../core/log.js';
-import type { LaunchedProcess, LaunchObserver, LaunchRequest, ProcessLauncher } from './launcher.js';
+import type { LaunchedProcess, LaunchObserver, LaunchRequest, ProcessLauncher, StartStage } from './launcher.js';
 import type { OutputStream } from './runner.js';
 
 /** Frame types; see the protocol at the top of spawner.c. */
@@ -26,7 +26,12 @@ const EVENT_CLOSED = 5;
 const HEADER_BYTES = 9;
 /** The largest payload of any event but OUTPUT (EXITED: two i32 and a u8). */
 const MAX_SMALL_PAYLOAD = 9;
-const FAILURE_STAGES = ['change to the working directory', 'execute the program', 'set up the process'];
+/** The spawner's failure stages, in its numbering, and what each means. */
+const FAILURE_STAGES: readonly [StartStage, string][] = [
+  ['cwd', 'change to the working directory'],
+  ['exec', 'execute the program'],
+  ['setup', 'set up the process'],
+];
 
 const SIGNAL_NAMES = new Map(Object.entries(constants.signals).map(([name, number]) => [number, name]));
 
@@ -268,8 +273,9 @@ class Helper {
         this.forget(id);
         const errno = payload.readUInt32LE(0);
         const code = getSystemErrorName(-errno);
-        const error = Object.assign(new Error(`cannot ${FAILURE_STAGES[payload[4]!] ?? 'start'}: ${code}`), { code, errno });
-        return task.observer.failedToStart(error);
+        const [stage, doing] = FAILURE_STAGES[payload[4]!] ?? [undefined, 'start'];
+        const error = Object.assign(new Error(`cannot ${doing}: ${code}`), { code, errno });
+        return task.observer.failedToStart(error, stage);
       }
       case EVENT_OUTPUT:
         this.dataTask = task;

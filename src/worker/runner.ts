@@ -1,7 +1,7 @@
 // Runs one task's process on a worker: spawns it in a process group of its own, streams its output
 // byte-exact as it arrives, and stops the whole process tree on cancel or timeout.
 import { access, constants, stat } from 'node:fs/promises';
-import type { Command, LaunchedProcess, LaunchObserver, ProcessLauncher } from './launcher.js';
+import type { Command, LaunchedProcess, LaunchObserver, ProcessLauncher, StartStage } from './launcher.js';
 
 export interface RunSpec {
   /** A shell command line, run as `/bin/sh -c <shell>`. Exactly one of shell/argv is set. */
@@ -150,9 +150,11 @@ class TaskProcess implements RunningTask, LaunchObserver {
     if (this.stopRequest !== undefined) this.signalStop(pid);
   }
 
-  failedToStart(cause: unknown): void {
+  failedToStart(cause: unknown, stage?: StartStage): void {
     clearTimeout(this.timeoutTimer);
-    void describeSpawnFailure(cause, this.program, this.spec.cwd).then(([exitCode, error]) => this.settle(this.failure(exitCode, error)));
+    void describeSpawnFailure(cause, stage, this.program, this.spec.cwd).then(([exitCode, error]) =>
+      this.settle(this.failure(exitCode, error)),
+    );
   }
 
   output(stream: OutputStream, data: Buffer): void {
@@ -228,13 +230,13 @@ function resolveCommand(spec: RunSpec): Command | string {
   if (spec.shell !== undefined) return plainWords(spec.shell) ?? { file: '/bin/sh', args: ['-c', spec.shell] };
   const [file, ...args] = spec.argv ?? [];
   if (file === undefined || file === '') return 'no command to run: argv is empty';
-  if (spec.argv!.some((arg) => arg.includes('\0'))) return `cannot start ${file}: an argument contains a NUL byte`;
   return { file, args };
 }
 
 /** Why the spec cannot be given to a process at all (C strings end at the first NUL), if so. */
 function launchProblem(spec: RunSpec): string | undefined {
   if (spec.shell?.includes('\0')) return 'the command line contains a NUL byte';
+  if (spec.argv?.some((arg) => arg.includes('\0'))) return 'an argument contains a NUL byte';
   if (spec.cwd?.includes('\0')) return 'the working directory contains a NUL byte';
   const bad = Object.entries(spec.env).find(([name, value]) => name.includes('\0') || value.includes('\0'));
   return bad === undefined ? undefined : `environment variable ${JSON.stringify(bad[0])} contains a NUL byte`;
@@ -273,15 +275,21 @@ function signalGroup(pgid: number, signal: NodeJS.Signals | 0): boolean {
   }
 }
 
-/** Exit code and message for a spawn that failed, blaming the working directory when it is at fault. */
+/**
+ * Exit code and message for a spawn that failed, blaming the working directory when it is at
+ * fault. The native spawner says which step failed; execa does not, and there a missing working
+ * directory looks like a missing program, so the directory is checked.
+ */
 async function describeSpawnFailure(
   cause: unknown,
+  stage: StartStage | undefined,
   file: string,
   cwd: string | undefined,
 ): Promise<[number | null, string]> {
-  const cwdProblem = cwd ? await directoryProblem(cwd) : null;
-  if (cwdProblem !== null) return [null, cwdProblem];
   const code = (cause as NodeJS.ErrnoException | undefined)?.code;
+  if (cwd && stage === 'cwd') return [null, directoryFailure(cwd, code ?? messageOf(cause))];
+  const cwdProblem = cwd && stage === undefined ? await directoryProblem(cwd) : null;
+  if (cwdProblem !== null) return [null, cwdProblem];
   if (code === 'ENOENT') return [127, `program not found: ${file}`];
   if (code === 'EACCES') return [126, `permission denied: cannot execute ${file}`];
   return [null, `cannot start ${file}: ${messageOf(cause)}`];
@@ -289,14 +297,19 @@ async function describeSpawnFailure(
 
 async function directoryProblem(dir: string): Promise<string | null> {
   try {
-    if (!(await stat(dir)).isDirectory()) return `working directory ${dir} is not a directory`;
+    if (!(await stat(dir)).isDirectory()) return directoryFailure(dir, 'ENOTDIR');
     await access(dir, constants.X_OK);
     return null;
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return `working directory ${dir} does not exist`;
-    return `working directory ${dir} is not usable (${code ?? messageOf(error)})`;
+    return directoryFailure(dir, (error as NodeJS.ErrnoException).code ?? messageOf(error));
   }
+}
+
+/** Why a task cannot use `dir` as its working directory, from the errno name. */
+function directoryFailure(dir: string, code: string): string {
+  if (code === 'ENOENT') return `working directory ${dir} does not exist`;
+  if (code === 'ENOTDIR') return `working directory ${dir} is not a directory`;
+  return `working directory ${dir} is not usable (${code})`;
 }
 
 function messageOf(error: unknown): string {

@@ -179,6 +179,14 @@ describe.each(['native', 'execa'] as const)('through the %s launcher', (kind) =>
       expect(result.error).toBe(`working directory ${cwd} does not exist`);
     });
 
+    it('a cwd that is a file is blamed as not a directory', async () => {
+      const cwd = join(dir, 'a-file');
+      await writeFile(cwd, '');
+      const result = await run(launcher, { argv: ['true'], cwd }).task.result;
+      expect(result).toMatchObject({ outcome: 'failed', exitCode: null });
+      expect(result.error).toBe(`working directory ${cwd} is not a directory`);
+    });
+
     it.each([
       ['an empty argv', { argv: [] }],
       ['a NUL byte in an argument', { argv: ['echo', 'a\0b'] }],
