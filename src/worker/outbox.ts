@@ -6,7 +6,7 @@
 // while no master is there, new events queue in a spool file (in order, behind those in memory)
 // and the runner stops reading only if the spool itself grows past its limit.
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
-import { ReportTaskEventsRequest, type TaskEvent } from '../../generated/node.js';
+import { ReportTaskEventsRequest, type TaskEvent, type TaskOutput } from '../../generated/node.js';
 import type { Spool } from './spool.js';
 
 export interface OutboxOptions {
@@ -35,6 +35,9 @@ interface Batch {
 
 export const eventKey = (event: { taskId: string; attempt: number }): string => `${event.taskId}#${event.attempt}`;
 
+/** Contiguous output pieces are joined into events of up to this many bytes. */
+const MERGED_OUTPUT_BYTES = 64 * 1024;
+
 /** Rough framing cost of one event, so that many tiny events also count. */
 const EVENT_OVERHEAD_BYTES = 64;
 
@@ -54,6 +57,8 @@ export class Outbox {
   /** Attempts whose finished event the master has not yet acknowledged. */
   readonly unfinished = new Set<string>();
   private idleWaiters: (() => void)[] = [];
+  /** The last pending event, while it is output that later pieces may still join. */
+  private openOutput: { event: TaskEvent; output: TaskOutput; pieces: Buffer[]; length: number } | undefined;
 
   constructor(private readonly options: OutboxOptions) {}
 
@@ -81,13 +86,40 @@ export class Outbox {
   }
 
   private enqueue(event: TaskEvent): void {
-    const last = this.pending[this.pending.length - 1];
-    if (last && mergeOutput(last, event)) {
+    if (this.joinOutput(event)) {
       this.pendingBytes += eventBytes(event) - EVENT_OVERHEAD_BYTES;
-    } else {
-      this.pending.push(event);
-      this.pendingBytes += eventBytes(event);
+      return;
     }
+    this.sealOutput();
+    this.pending.push(event);
+    this.pendingBytes += eventBytes(event);
+    if (event.kind?.$case === 'output' && event.kind.output.data.length < MERGED_OUTPUT_BYTES) {
+      this.openOutput = { event, output: event.kind.output, pieces: [event.kind.output.data], length: event.kind.output.data.length };
+    }
+  }
+
+  /**
+   * Adds `next` to the open output event when it continues it (same attempt and stream, the next
+   * offset) and the two stay small: many tiny writes become one event, copied once when sealed.
+   */
+  private joinOutput(next: TaskEvent): boolean {
+    const open = this.openOutput;
+    if (open === undefined || next.kind?.$case !== 'output') return false;
+    const { output, event } = open;
+    const piece = next.kind.output;
+    if (event.taskId !== next.taskId || event.attempt !== next.attempt || output.stream !== piece.stream) return false;
+    if (output.offset + open.length !== piece.offset || open.length + piece.data.length > MERGED_OUTPUT_BYTES) return false;
+    open.pieces.push(piece.data);
+    open.length += piece.data.length;
+    return true;
+  }
+
+  /** Closes the open output event to further pieces, joining the ones it took. */
+  private sealOutput(): void {
+    const open = this.openOutput;
+    if (open === undefined) return;
+    this.openOutput = undefined;
+    if (open.pieces.length > 1) open.output.data = Buffer.concat(open.pieces, open.length);
   }
 
   /** Moves spooled events back into memory while there is room. */
@@ -150,6 +182,7 @@ export class Outbox {
   }
 
   private flush(): void {
+    if (this.send) this.sealOutput();
     while (this.send && this.pending.length > 0) {
       const events: TaskEvent[] = [];
       const finishes: string[] = [];
@@ -200,18 +233,4 @@ export function serializeBatch(request: ReportTaskEventsRequest): Buffer {
     throw error;
   }
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-}
-
-/**
- * Appends `next` to `last` when both are contiguous output of the same stream of one attempt and
- * small: many tiny writes become one event, while large chunks are never copied again.
- */
-function mergeOutput(last: TaskEvent, next: TaskEvent): boolean {
-  if (last.kind?.$case !== 'output' || next.kind?.$case !== 'output') return false;
-  if (last.taskId !== next.taskId || last.attempt !== next.attempt) return false;
-  const a = last.kind.output;
-  const b = next.kind.output;
-  if (a.stream !== b.stream || a.offset + a.data.length !== b.offset || a.data.length + b.data.length > 64 * 1024) return false;
-  a.data = Buffer.concat([a.data, b.data]);
-  return true;
 }

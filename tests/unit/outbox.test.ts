@@ -65,6 +65,21 @@ describe('Outbox', () => {
     expect(outbox.unfinished.size).toBe(0);
   });
 
+  it('joins many tiny contiguous pieces into events of at most 64 KiB, byte-exact', async () => {
+    const outbox = makeOutbox();
+    const sent: ReportTaskEventsRequest[] = [];
+    outbox.connect((batch) => sent.push(batch));
+    const pieces = Array.from({ length: 1000 }, (_, i) => `${String(i).padStart(4, '0')}${'.'.repeat(96)}`);
+    pieces.forEach((piece, i) => outbox.push(output(i * 100, piece)));
+    await nextTick();
+    const chunks = sent.flatMap((batch) => batch.events).flatMap((event) => (event.kind?.$case === 'output' ? [event.kind.output] : []));
+    expect(chunks.map((chunk) => [chunk.offset, chunk.data.length])).toEqual([
+      [0, 65_500],
+      [65_500, 34_500],
+    ]);
+    expect(Buffer.concat(chunks.map((chunk) => chunk.data)).toString()).toBe(pieces.join(''));
+  });
+
   it('re-sends unacknowledged batches in order after a reconnection', async () => {
     const outbox = makeOutbox();
     const before: ReportTaskEventsRequest[] = [];
