@@ -81,10 +81,8 @@ export class LivenessMonitor {
       `worker ${name} stopped heartbeating`,
       Date.now(),
     );
-    for (const task of changed) {
-      watch.notify(task.id);
-      metrics.observeStatus(task.status);
-    }
+    for (const task of changed) watch.notify(task.id);
+    metrics.observeStatuses(changed);
     log.warn({ worker: name, tasks: changed.length }, 'worker offline: heartbeat timeout');
   }
 }

@@ -55,7 +55,12 @@ export class MasterMetrics {
     });
   }
 
-  observeStatus(status: string): void {
-    if (FINAL_STATUSES.has(status as TaskStatus)) this.finished.inc({ status });
+  /** Counts the tasks that reached a final status: one increment per status, not per task. */
+  observeStatuses(tasks: Iterable<{ status: string }>): void {
+    const finished = new Map<string, number>();
+    for (const { status } of tasks) {
+      if (FINAL_STATUSES.has(status as TaskStatus)) finished.set(status, (finished.get(status) ?? 0) + 1);
+    }
+    for (const [status, count] of finished) this.finished.inc({ status }, count);
   }
 }

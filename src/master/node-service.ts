@@ -209,12 +209,14 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
     const name = batches[0]!.name;
     const events = batches.flatMap((batch) => batch.events.map(toAttemptEvent)).filter((event): event is AttemptEvent => event !== undefined);
     const applied = await store.applyEvents(events);
-    metrics.eventsStale.inc(applied.stale);
+    if (applied.stale > 0) metrics.eventsStale.inc(applied.stale);
     let freed = false;
+    let outputBytes = 0;
     for (const event of events) {
       if (event.kind === 'finished') freed = registry.release(name, event.taskId, event.attempt) || freed;
-      if (event.kind === 'output') metrics.outputBytes.inc(event.data.length);
+      if (event.kind === 'output') outputBytes += event.data.length;
     }
+    if (outputBytes > 0) metrics.outputBytes.inc(outputBytes);
     afterChange(applied.changed);
     if (freed) dispatcher.kick();
   }
@@ -224,8 +226,8 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
     for (const task of tasks) {
       watch.notify(task.id);
       if (task.status === 'queued') requeued = true;
-      else metrics.observeStatus(task.status);
     }
+    metrics.observeStatuses(tasks);
     if (requeued) dispatcher.kick();
   }
 

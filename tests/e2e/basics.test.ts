@@ -7,6 +7,7 @@ import {
   closedPort,
   expectOneLineError,
   jsonList,
+  metricValue,
   startMaster,
   startWorker,
   tempDir,
@@ -184,6 +185,23 @@ describe('inspecting tasks and nodes', () => {
     const result = await cli(['nodes', '--json', '--api', master.api, '--token', master.token]);
     expect(result).toExitWith(0);
     expect(jsonList<NodeView>(result.stdout, 'nodes').map((node) => node.name)).toContain(WORKER);
+  });
+});
+
+describe('metrics', () => {
+  it('count the tasks that ended, by final status', async () => {
+    const finished = (status: string): Promise<number> => metricValue(master, `dcli_tasks_finished_total{status="${status}"}`);
+    const before = { succeeded: await finished('succeeded'), failed: await finished('failed') };
+    const ids = await Promise.all([...Array.from({ length: 3 }, () => 'true'), 'exit 3', 'exit 4'].map((cmd) => submit([cmd])));
+    await waitFor(
+      async () => {
+        const views = await Promise.all(ids.map(async (id) => (await master.call('GET', `/tasks/${id}`)).json as TaskView));
+        return views.every((view) => view.status === 'succeeded' || view.status === 'failed');
+      },
+      { what: 'the five tasks to end' },
+    );
+    expect(await finished('succeeded')).toBe(before.succeeded + 3);
+    expect(await finished('failed')).toBe(before.failed + 2);
   });
 });
 
