@@ -10,6 +10,8 @@ export class Dispatcher {
   private scheduled = false;
   private passing = false;
   private kickedDuringPass = false;
+  /** Run once the next round of a pass has delivered; see afterNextDelivery. */
+  private deliveryWaiters: (() => void)[] = [];
 
   constructor(
     private readonly store: Store,
@@ -30,32 +32,56 @@ export class Dispatcher {
     setImmediate(() => void this.pass());
   }
 
+  /**
+   * Runs `then` right after the next round of dispatch has sent its assignments, or at once when
+   * no pass is due. A worker's acknowledgement of the reports that freed its slots waits for the
+   * assignments that fill them, so that HTTP/2 sends both in one write.
+   */
+  afterNextDelivery(then: () => void): void {
+    if (this.scheduled || this.passing) this.deliveryWaiters.push(then);
+    else then();
+  }
+
   private async pass(): Promise<void> {
     this.scheduled = false;
     this.passing = true;
     try {
       do {
         this.kickedDuringPass = false;
-        const workers = this.registry.dispatchable();
-        // One cheap count spares a claim per idle worker when there is nothing to hand out.
-        if (workers.length === 0 || (await this.store.countTasks()).queued === 0) continue;
-        const requests = workers.map((worker) => ({ name: worker.info.name, labels: worker.info.labels, limit: freeSlots(worker) }));
-        const claimed = await this.store.claimTasks(requests, Date.now());
-        const deliveries: Promise<number>[] = [];
-        workers.forEach((worker, i) => {
-          if (claimed[i]!.length > 0) deliveries.push(this.deliver(worker, claimed[i]!));
-        });
-        const delivered = (await Promise.all(deliveries)).reduce((sum, count) => sum + count, 0);
-        // A claim examines a bounded number of rows: while passes hand tasks out and room is
-        // left, carry on, rather than wait for a finish or the liveness sweep's kick.
-        if (delivered > 0 && this.registry.dispatchable().length > 0) this.kickedDuringPass = true;
+        // Waiting from before this round's claim: the slots they freed are part of it.
+        const due = this.deliveryWaiters;
+        this.deliveryWaiters = [];
+        try {
+          await this.round();
+        } finally {
+          for (const then of due) then();
+        }
       } while (this.kickedDuringPass);
     } catch (error) {
       this.log.error({ err: error }, 'dispatch pass failed; retrying');
       setTimeout(() => this.kick(), 500).unref();
     } finally {
       this.passing = false;
+      // Only left when a round failed: they must not wait for the retry.
+      for (const then of this.deliveryWaiters.splice(0)) then();
     }
+  }
+
+  /** One claim for every worker with room, and its deliveries. */
+  private async round(): Promise<void> {
+    const workers = this.registry.dispatchable();
+    // One cheap count spares a claim per idle worker when there is nothing to hand out.
+    if (workers.length === 0 || (await this.store.countTasks()).queued === 0) return;
+    const requests = workers.map((worker) => ({ name: worker.info.name, labels: worker.info.labels, limit: freeSlots(worker) }));
+    const claimed = await this.store.claimTasks(requests, Date.now());
+    const deliveries: Promise<number>[] = [];
+    workers.forEach((worker, i) => {
+      if (claimed[i]!.length > 0) deliveries.push(this.deliver(worker, claimed[i]!));
+    });
+    const delivered = (await Promise.all(deliveries)).reduce((sum, count) => sum + count, 0);
+    // A claim examines a bounded number of rows: while rounds hand tasks out and room is left,
+    // carry on, rather than wait for a finish or the liveness sweep's kick.
+    if (delivered > 0 && this.registry.dispatchable().length > 0) this.kickedDuringPass = true;
   }
 
   /**

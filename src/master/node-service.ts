@@ -167,8 +167,13 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
     let waiting: ReportTaskEventsRequest[] = [];
     let applying = false;
     let ended = false;
+    /** Acknowledgements waiting to go out with the next assignments. */
+    let acksHeld = 0;
     const finish = (): void => {
-      if (!call.writableEnded && !call.destroyed) call.end();
+      if (!applying && acksHeld === 0 && !call.writableEnded && !call.destroyed) call.end();
+    };
+    const acknowledge = (batchId: number): void => {
+      if (!call.destroyed && !call.writableEnded) call.write({ batchId });
     };
     const drain = async (): Promise<void> => {
       applying = true;
@@ -182,7 +187,13 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
           failStream(call, grpc.status.UNAVAILABLE, 'master could not store events');
           return;
         }
-        if (!call.destroyed && !call.writableEnded) call.write({ batchId: batches[batches.length - 1]!.batchId });
+        const batchId = batches[batches.length - 1]!.batchId;
+        acksHeld++;
+        dispatcher.afterNextDelivery(() => {
+          acksHeld--;
+          acknowledge(batchId);
+          if (ended) finish();
+        });
       }
       applying = false;
       if (ended) finish();
@@ -200,7 +211,7 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
     });
     call.on('end', () => {
       ended = true;
-      if (!applying) finish();
+      finish();
     });
     call.on('error', () => {});
   }
