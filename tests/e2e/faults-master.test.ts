@@ -7,6 +7,7 @@ import {
   cli,
   expectNever,
   expectOneLineError,
+  finishCli,
   HttpStream,
   pause,
   SLOW,
@@ -80,6 +81,34 @@ describe('kill -9 of the master mid-task, restarted on the same data dir and por
     await waitForNode(master, 'steady', 'online');
     const probe = await master.submit({ cmd: 'echo probe' });
     expect(await master.waitForTask(probe.id)).toMatchObject({ status: 'succeeded', node: 'steady' });
+  }, 180_000);
+});
+
+describe('followers across a kill -9 and restart of the master', () => {
+  it('logs --follow and submit --wait carry on, printing every byte once, and exit as the task did', async () => {
+    let master = await startMaster({ heartbeatTimeout: HEARTBEAT_TIMEOUT });
+    await startWorker(master, { name: 'followed', concurrency: 2 });
+    const task = await master.submit({ cmd: printLines(30, 3) });
+    await waitRunning(master, task.id);
+    const follower = master.spawnCli(['logs', '--follow', task.id]);
+    const waiter = master.spawnCli(['submit', '--wait', printLines(30, 0)]);
+    await waitFor(() => (follower.stdout().includes('out 3\n') && waiter.stdout().includes('out 3\n')) || undefined, {
+      what: 'both followers to print some output',
+    });
+
+    await master.kill9();
+    await new Promise((done) => setTimeout(done, 1000)); // the tasks keep printing meanwhile
+    master = await master.restart();
+
+    const followed = await finishCli(follower, 90_000);
+    expect(followed).toExitWith(0);
+    expect(followed.stdout).toBe(expectedLines('out', 30));
+    expect(followed.stderr).toBe(expectedLines('err', 30));
+    const waited = await finishCli(waiter, 90_000);
+    expect(waited).toExitWith(0);
+    expect(waited.stdout).toBe(expectedLines('out', 30));
+    expect(waited.stderr).toBe(expectedLines('err', 30));
+    expect(await master.task(task.id)).toMatchObject({ status: 'failed', exitCode: 3 });
   }, 180_000);
 });
 
