@@ -10,7 +10,7 @@ import { SimFleet } from '../lib/sim-worker.js';
 import { median, summarize, type LatencySummary } from '../lib/stats.js';
 import { now } from '../lib/timing.js';
 
-const ROUNDS = 5;
+const ROUNDS = 9;
 const SIM_WORKERS = 16;
 const SIM_CONCURRENCY = 16;
 
