@@ -7,7 +7,7 @@ import { isFinal, type TaskView } from '../core/task.js';
 import { CliError } from './errors.js';
 
 /** How long a follower keeps asking a master that went away (a restart takes seconds). */
-export const RECONNECT_FOR_MS = 60_000;
+const RECONNECT_FOR_MS = 60_000;
 const FIRST_PAUSE_MS = 100;
 const LONGEST_PAUSE_MS = 2000;
 
