@@ -7,6 +7,8 @@
 //   --only 1,3      run only these scenarios
 //   --profile DIR   run masters and workers under --cpu-prof into DIR/<scenario>/<role>/ and print
 //                   their hottest functions (for diagnosis: profiling slows them down)
+//   --fleet N       scenario 5 with N simulated workers instead of 2,000 (the issue's stretch is
+//                   10,000); its results go to bench/results/fleet-N/
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,7 +30,7 @@ import { submission } from './scenarios/submission.js';
 const SCENARIOS: Scenario[] = [endToEnd, capacity, submission, dispatchLatency, fleet, depth, output, cli];
 
 function usage(message: string): never {
-  process.stderr.write(`bench: ${message}\nusage: node dist/bench.mjs [--quick] [--only 1,3] [--profile DIR]\n`);
+  process.stderr.write(`bench: ${message}\nusage: node dist/bench.mjs [--quick] [--only 1,3] [--profile DIR] [--fleet N]\n`);
   process.exit(2);
 }
 
@@ -47,15 +49,25 @@ async function cleanUp(): Promise<void> {
 async function main(): Promise<number> {
   let flags;
   try {
-    flags = parseArgs({ options: { quick: { type: 'boolean', default: false }, only: { type: 'string' }, profile: { type: 'string' } } }).values;
+    flags = parseArgs({
+      options: { quick: { type: 'boolean', default: false }, only: { type: 'string' }, profile: { type: 'string' }, fleet: { type: 'string' } },
+    }).values;
   } catch (error) {
     usage(error instanceof Error ? error.message : String(error));
   }
   const quick = flags.quick ?? false;
   const scenarios = selected(flags.only);
   const profileDir = flags.profile === undefined ? undefined : resolve(flags.profile);
-  // Quick and profiled figures never overwrite those of a plain full run.
-  const resultsPath = quick ? '../bench/results/quick/' : profileDir ? '../bench/results/profiled/' : '../bench/results/';
+  const fleetSize = flags.fleet === undefined ? undefined : Number(flags.fleet);
+  if (fleetSize !== undefined && !(Number.isSafeInteger(fleetSize) && fleetSize > 0)) usage(`--fleet takes a number of workers, not "${flags.fleet}"`);
+  // Quick, profiled and resized-fleet figures never overwrite those of a plain full run.
+  const resultsPath = quick
+    ? '../bench/results/quick/'
+    : profileDir
+      ? '../bench/results/profiled/'
+      : fleetSize !== undefined
+        ? `../bench/results/fleet-${fleetSize}/`
+        : '../bench/results/';
   const resultsDir = fileURLToPath(new URL(resultsPath, import.meta.url));
   const rows: string[][] = [];
   const crashed: string[] = [];
@@ -67,7 +79,7 @@ async function main(): Promise<number> {
     };
     if (profileDir) setProfileDir(join(profileDir, scenario.slug));
     try {
-      const result = await scenario.run({ quick, log });
+      const result = await scenario.run({ quick, log, fleetSize });
       rows.push(...tableRows(scenario, result));
       log(`done; ${writeResult(resultsDir, scenario, result, quick)}`);
     } catch (error) {

@@ -32,6 +32,8 @@ export interface ScenarioResult {
 
 export interface RunContext {
   quick: boolean;
+  /** Scenario 5's number of workers, when not its own default. */
+  fleetSize: number | undefined;
   /** Progress line on stderr. */
   log(message: string): void;
 }

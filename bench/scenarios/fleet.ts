@@ -13,6 +13,7 @@ import { atLeast, below, type Scenario, type ScenarioResult } from '../lib/repor
 import { SimFleet } from '../lib/sim-worker.js';
 import { now, sleep } from '../lib/timing.js';
 
+const FLEET_SIZE = 2000;
 const SMALL_FLEET = 16;
 /** Every worker's concurrency in the comparison, as in scenario 2. */
 const CONCURRENCY = 64;
@@ -96,8 +97,10 @@ export const fleet: Scenario = {
   id: 5,
   slug: 'fleet',
   title: 'Fleet',
-  async run({ quick, log }): Promise<ScenarioResult> {
-    const size = quick ? 50 : 2000;
+  async run({ quick, log, fleetSize }): Promise<ScenarioResult> {
+    const size = fleetSize ?? (quick ? 50 : FLEET_SIZE);
+    // The memory and heartbeat budgets are the issue's for 2,000 workers; other sizes are reported.
+    const budgeted = fleetSize === undefined || fleetSize === FLEET_SIZE;
     const tasks = quick ? 2000 : 100_000; // scenario 2's queue
     const windowMs = quick ? 1000 : 10_000;
     const settleMs = quick ? 500 : 2000; // 2 s: the heartbeat interval the master asks for
@@ -140,15 +143,15 @@ export const fleet: Scenario = {
           figure: `master RSS, ${size} workers`,
           value: { value: big.peakRssBytes / MB, unit: 'MB' },
           baseline: { name: `${SMALL_FLEET} workers`, value: small.peakRssBytes / MB, unit: 'MB' },
-          target: '< 300 MB',
-          met: below(big.peakRssBytes / MB, 300),
+          target: budgeted ? '< 300 MB' : `none for ${size}`,
+          met: budgeted ? below(big.peakRssBytes / MB, 300) : null,
         },
         {
           figure: 'heartbeat CPU (idle fleet)',
           value: { value: big.heartbeatCpuPercent, unit: '% core' },
           baseline: { name: `${SMALL_FLEET} workers`, value: small.heartbeatCpuPercent, unit: '% core' },
-          target: '< 10% of a core',
-          met: below(big.heartbeatCpuPercent, 10),
+          target: budgeted ? '< 10% of a core' : `none for ${size}`,
+          met: budgeted ? below(big.heartbeatCpuPercent, 10) : null,
         },
         {
           figure: 'drain tasks/s',
