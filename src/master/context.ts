@@ -14,3 +14,20 @@ export interface MasterContext {
   metrics: MasterMetrics;
   log: Logger;
 }
+
+/**
+ * What follows any change of tasks' status: their followers wake, final ones are counted, and a
+ * task back in the queue asks for a dispatch pass.
+ */
+export function announceChanges(
+  { watch, metrics, dispatcher }: Pick<MasterContext, 'watch' | 'metrics' | 'dispatcher'>,
+  tasks: { id: string; status: string }[],
+): void {
+  let requeued = false;
+  for (const task of tasks) {
+    watch.notify(task.id);
+    if (task.status === 'queued') requeued = true;
+  }
+  metrics.observeStatuses(tasks);
+  if (requeued) dispatcher.kick();
+}

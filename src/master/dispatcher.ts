@@ -62,7 +62,8 @@ export class Dispatcher {
       setTimeout(() => this.kick(), 500).unref();
     } finally {
       this.passing = false;
-      // Only left when a round failed: they must not wait for the retry.
+      // Those that came during the last round, or were held when a round failed: no round is
+      // coming for them (a failed pass is retried only in 500 ms).
       for (const then of this.deliveryWaiters.splice(0)) then();
     }
   }

@@ -2,7 +2,7 @@
 // restart gives every worker that held tasks the full heartbeat timeout to come back first.
 // One sweep over the registry does it for the whole fleet (no timer per worker), and also writes
 // the workers' last-seen times through to the store in one batch.
-import type { MasterContext } from './context.js';
+import { announceChanges, type MasterContext } from './context.js';
 import type { WorkerEntry } from './registry.js';
 
 /** Longest a worker's stored record (last seen, load) may lag behind its heartbeats. */
@@ -67,7 +67,7 @@ export class LivenessMonitor {
   }
 
   private async declareOffline(entry: WorkerEntry): Promise<void> {
-    const { store, watch, metrics, log } = this.deps;
+    const { store, log } = this.deps;
     const { name } = entry.info;
     entry.info = { ...entry.info, status: 'offline', running: 0 };
     entry.inFlight.clear();
@@ -81,8 +81,7 @@ export class LivenessMonitor {
       `worker ${name} stopped heartbeating`,
       Date.now(),
     );
-    for (const task of changed) watch.notify(task.id);
-    metrics.observeStatuses(changed);
+    announceChanges(this.deps, changed);
     log.warn({ worker: name, tasks: changed.length }, 'worker offline: heartbeat timeout');
   }
 }

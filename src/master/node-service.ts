@@ -16,7 +16,7 @@ import { OutputStream, TaskOutcome } from '../../generated/node.js';
 import { isValidName } from '../core/names.js';
 import type { AttemptEvent } from '../store/store.js';
 import { failStream, metadataAuthorizer, UNAUTHENTICATED } from '../transport/grpc.js';
-import type { MasterContext } from './context.js';
+import { announceChanges, type MasterContext } from './context.js';
 import { attemptKey, type PushChannel, type WorkerEntry } from './registry.js';
 
 export interface NodeServiceDeps extends MasterContext {
@@ -26,7 +26,7 @@ export interface NodeServiceDeps extends MasterContext {
 }
 
 export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
-  const { store, registry, dispatcher, watch, metrics, log, token } = deps;
+  const { store, registry, dispatcher, metrics, log, token } = deps;
   const isAuthorized = metadataAuthorizer(token);
   const heartbeatAnswer: ReportStatusResponse = {
     heartbeatIntervalMs: deps.heartbeatIntervalMs,
@@ -232,15 +232,7 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
     if (freed) dispatcher.kick();
   }
 
-  function afterChange(tasks: { id: string; status: string }[]): void {
-    let requeued = false;
-    for (const task of tasks) {
-      watch.notify(task.id);
-      if (task.status === 'queued') requeued = true;
-    }
-    metrics.observeStatuses(tasks);
-    if (requeued) dispatcher.kick();
-  }
+  const afterChange = (tasks: { id: string; status: string }[]): void => announceChanges(deps, tasks);
 
   return {
     reportStatus,

@@ -263,10 +263,9 @@ function rowWriter<Row>(statement: Database.Statement, columns: readonly (keyof 
 }
 
 /** `UPDATE tasks SET <columns> WHERE seq = ?`, taking both from a row. */
-function updateBySeq<Row extends { seq: number }>(db: Database.Database, columns: readonly (keyof Row & string)[]): (row: Row) => void {
+function updateBySeq<Row extends { seq: number }>(db: Database.Database, columns: readonly (keyof Row & string)[]): (row: Row) => unknown {
   const statement = db.prepare(`UPDATE tasks SET ${columns.map((column) => `${column} = ?`).join(', ')} WHERE seq = ?`);
-  const write = rowWriter<Row>(statement, [...columns, 'seq']);
-  return (row) => void write(row);
+  return rowWriter<Row>(statement, [...columns, 'seq']);
 }
 
 export function prepareStatements(db: Database.Database) {
