@@ -139,9 +139,12 @@ export interface TaskRow {
 const CLAIMED_COLUMNS = ['id', 'attempts', 'cmd', 'argv_json', 'env_json', 'cwd', 'timeout_ms'] as const;
 type ClaimedRow = Pick<TaskRow, (typeof CLAIMED_COLUMNS)[number]>;
 
-const QUEUED_COLUMNS = ['seq', 'target_node', 'labels_json', 'not_before'] as const;
+/**
+ * What a claim reads of a queued row: whether a worker may take it, and everything the claim then
+ * hands out and its worker's reports will read, so that a claimed row is read only once.
+ */
+const QUEUED_COLUMNS = ['seq', 'target_node', 'labels_json', 'not_before', 'retries', 'cancel_requested', ...CLAIMED_COLUMNS] as const;
 export type QueuedRow = Pick<TaskRow, (typeof QUEUED_COLUMNS)[number]>;
-
 
 export interface OutputRow {
   id: number;
@@ -315,8 +318,6 @@ export function prepareStatements(db: Database.Database) {
       /** False when the row was no longer queued: then it is not this claim's to hand out. */
       return (seq: number, worker: string, now: number): boolean => statement.run(worker, now, seq).changes === 1;
     })(),
-    // Read back after the claim rather than by RETURNING, which costs twice as much here.
-    claimedBySeq: selectOne<ClaimedRow>(db, CLAIMED_COLUMNS, 'FROM tasks WHERE seq = ?'),
     countByStatus: db.prepare('SELECT status, n FROM task_counts'),
     queuedCount: (() => {
       const statement = db.prepare(`SELECT n FROM task_counts WHERE status = 'queued'`).pluck();

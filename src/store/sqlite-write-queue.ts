@@ -26,6 +26,8 @@ export class SqliteWriteQueue {
   constructor(
     private readonly db: Database.Database,
     private readonly sql: Pick<Statements, 'begin' | 'commit' | 'rollback' | 'addToCount'>,
+    /** Told whenever writes were rolled back, so that what the store keeps in memory is dropped. */
+    private readonly onRollback: () => void,
   ) {
     this.savepoint = db.transaction((run: () => unknown) => run());
   }
@@ -95,7 +97,7 @@ export class SqliteWriteQueue {
       this.commit();
       return results;
     } catch {
-      if (this.db.inTransaction) this.sql.rollback.run();
+      this.rollback();
       return undefined;
     }
   }
@@ -108,7 +110,7 @@ export class SqliteWriteQueue {
       this.commit();
       return results;
     } catch (error) {
-      if (this.db.inTransaction) this.sql.rollback.run();
+      this.rollback();
       return error instanceof Error ? error : new Error(String(error));
     }
   }
@@ -122,8 +124,14 @@ export class SqliteWriteQueue {
       // batch may count as committed.
       if (!this.db.inTransaction) throw error;
       this.countDeltas = countsBefore;
+      this.onRollback();
       return { ok: false, error };
     }
+  }
+
+  private rollback(): void {
+    if (this.db.inTransaction) this.sql.rollback.run();
+    this.onRollback();
   }
 
   private begin(): void {

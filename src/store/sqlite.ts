@@ -66,6 +66,9 @@ const SEGMENT_MIN_BYTES = 16 * 1024;
 /** Most queued rows one claim examines, so a claim stays cheap however long the queue is. */
 export const CLAIM_SCAN_BUDGET = 4096;
 
+/** Most attempt rows kept in memory (see SqliteStore.openAttempts): a few MB at most. */
+const OPEN_ATTEMPTS_KEPT = 16_384;
+
 /** One worker's part of a claim. */
 interface WorkerClaim {
   request: ClaimRequest;
@@ -73,7 +76,7 @@ interface WorkerClaim {
   /** Every queued row up to here is known to be ineligible for this worker. */
   cursor: number;
   ineligibleThrough: number;
-  chosen: number[];
+  chosen: QueuedRow[];
 }
 
 
@@ -93,6 +96,12 @@ export class SqliteStore implements Store {
    * head. Only a hint: lowered whenever an older task returns to the queue.
    */
   private readonly claimCursors = new Map<string, number>();
+  /**
+   * The attempt rows of tasks this store handed out, as last written, so that a worker's reports
+   * need not read them back: the file is this store's alone, so nothing else changes them. A
+   * whole-row write drops its task's entry, and a write rolled back drops them all.
+   */
+  private readonly openAttempts = new Map<string, AttemptRow>();
 
   constructor(
     file: string,
@@ -113,7 +122,7 @@ export class SqliteStore implements Store {
     migrate(this.db);
     this.sql = prepareStatements(this.db);
     this.segments = new OutputSegments(`${file}-output`);
-    this.writes = new SqliteWriteQueue(this.db, this.sql);
+    this.writes = new SqliteWriteQueue(this.db, this.sql, () => this.openAttempts.clear());
   }
 
   /**
@@ -391,7 +400,7 @@ export class SqliteStore implements Store {
         const taker = nextTaker(open, turn, row.seq, eligible);
         if (taker === -1) continue;
         const claim = open[taker]!;
-        claim.chosen.push(row.seq);
+        claim.chosen.push(row);
         const full = claim.chosen.length === claim.request.limit;
         if (taker === turn) dealt++;
         if (full) open.splice(taker, 1);
@@ -410,10 +419,12 @@ export class SqliteStore implements Store {
     return claims.map((claim) => {
       if (claim.ineligibleThrough > claim.cursor) this.claimCursors.set(claim.cursorKey, claim.ineligibleThrough);
       const tasks: ClaimedTask[] = [];
-      for (const seq of claim.chosen) {
-        if (!this.sql.claim(seq, claim.request.name, now)) continue;
+      for (const row of claim.chosen) {
+        if (!this.sql.claim(row.seq, claim.request.name, now)) continue;
         this.writes.moveCount('queued', 'assigned');
-        tasks.push(rowToClaimedTask(this.sql.claimedBySeq(seq)!));
+        row.attempts += 1;
+        if (this.openAttempts.size < OPEN_ATTEMPTS_KEPT) this.openAttempts.set(row.id, claimedAttempt(row));
+        tasks.push(rowToClaimedTask(row));
       }
       return tasks;
     });
@@ -427,7 +438,7 @@ export class SqliteStore implements Store {
     for (const event of events) {
       let state = touched.get(event.taskId);
       if (state === undefined && !touched.has(event.taskId)) {
-        const row = this.sql.attemptById(event.taskId);
+        const row = this.openAttempts.get(event.taskId) ?? this.sql.attemptById(event.taskId);
         state = row && { row, from: row.status, changed: false };
         touched.set(event.taskId, state);
       }
@@ -446,6 +457,7 @@ export class SqliteStore implements Store {
       } else {
         this.sql.updateAttempt(row);
         this.writes.moveCount(from, row.status);
+        if (!ACTIVE_STATUSES.has(row.status)) this.openAttempts.delete(row.id);
       }
       changes.push({ id: row.id, status: row.status });
     }
@@ -534,6 +546,7 @@ export class SqliteStore implements Store {
 
   /** Writes a whole row back; `from` is its status before the change, for the counts. */
   private save(row: TaskRow, from: TaskStatus): void {
+    this.openAttempts.delete(row.id);
     this.sql.updateTask(row);
     this.writes.moveCount(from, row.status);
   }
@@ -578,6 +591,28 @@ function rowEligibility(row: QueuedRow): (worker: ClaimRequest) => boolean {
     if (row.labels_json === '{}') return true;
     labels ??= parseRecord(row.labels_json);
     return isEligible({ labels }, worker);
+  };
+}
+
+/** A queued row's attempt as the claim just wrote it (see the claim statement). */
+function claimedAttempt(row: QueuedRow): AttemptRow {
+  return {
+    seq: row.seq,
+    id: row.id,
+    attempts: row.attempts,
+    retries: row.retries,
+    cancel_requested: row.cancel_requested,
+    status: 'assigned',
+    exit_code: null,
+    signal: null,
+    error: null,
+    output_truncated: 0,
+    output_bytes: 0,
+    stdout_received: 0,
+    stderr_received: 0,
+    started_at: null,
+    finished_at: null,
+    not_before: 0,
   };
 }
 

@@ -401,6 +401,20 @@ describe('attempt events', () => {
     expect((await store.getTask(task.id))?.status).toBe('succeeded');
   });
 
+  it('stores a report whose batch was replayed after another write in it failed', async () => {
+    // Reports of a claimed task are applied to its row kept in memory; a batch rolled back must
+    // not leave that row ahead of the database, or the replayed report would look like a repeat.
+    const task = await create();
+    const claimed = await claimOne();
+    const bad = spec({ env: { N: 1n as unknown as string } }); // JSON.stringify throws on a bigint
+    const [report, failed] = await Promise.allSettled([applyEvents([started(claimed)]), store.createTasks([bad])]);
+    expect(failed.status).toBe('rejected');
+    expect(report).toEqual({ status: 'fulfilled', value: { changed: [expect.objectContaining({ status: 'running' })], stale: 0 } });
+    expect((await store.getTask(task.id))?.status).toBe('running');
+    await applyEvents([finished(claimed, 'succeeded')]);
+    expect((await store.getTask(task.id))?.status).toBe('succeeded');
+  });
+
   it('refuses events of an attempt that is no longer current', async () => {
     await create({ retries: 1 });
     const attempt1 = await claimOne('w1');
