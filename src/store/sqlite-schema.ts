@@ -227,6 +227,9 @@ const NODE_COLUMNS = [
 
 const LIST_FROM = `SELECT * FROM tasks WHERE seq < @before`;
 
+/** The queue's next page after a seq, oldest first: what a claim walks. */
+export const QUEUE_PAGE = `FROM tasks WHERE status = 'queued' AND seq > ? ORDER BY seq LIMIT ?`;
+
 // The hot statements (a task's insert, claim and reports) read rows as arrays and bind
 // parameters by position. better-sqlite3 builds a row object property by property in C++ and
 // binds named parameters by looking each one up: for an attempt's 16 columns the object alone
@@ -289,7 +292,7 @@ export function prepareStatements(db: Database.Database) {
     attemptById: selectOne<AttemptRow>(db, ATTEMPT_COLUMNS, 'FROM tasks WHERE id = ?'),
     getIdempotency: db.prepare('SELECT task_ids_json FROM idempotency WHERE key = ?').pluck(),
     insertIdempotency: db.prepare('INSERT INTO idempotency (key, task_ids_json) VALUES (?, ?)'),
-    queuedPage: selectAll<QueuedRow>(db, QUEUED_COLUMNS, `FROM tasks WHERE status = 'queued' AND seq > ? ORDER BY seq LIMIT ?`),
+    queuedPage: selectAll<QueuedRow>(db, QUEUED_COLUMNS, QUEUE_PAGE),
     insertOutput: db.prepare('INSERT INTO output (task_id, attempt, stream, data) VALUES (?, ?, ?, ?)'),
     insertSegmentOutput: db.prepare(
       `INSERT INTO output (task_id, attempt, stream, data, segment, segment_position, segment_length)

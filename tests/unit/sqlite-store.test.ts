@@ -10,7 +10,7 @@ import type { NodeInfo } from '../../src/core/node.js';
 import { TASK_STATUSES, type Task, type TaskSpec } from '../../src/core/task.js';
 import { ValidationError } from '../../src/core/validation.js';
 import { CLAIM_SCAN_BUDGET, openSqliteStore, type SqliteStore } from '../../src/store/sqlite.js';
-import { MIGRATIONS } from '../../src/store/sqlite-schema.js';
+import { MIGRATIONS, QUEUE_PAGE, prepareStatements } from '../../src/store/sqlite-schema.js';
 import { TRUNCATION_MARKER, type AttemptEvent, type ClaimedTask, type ClaimRequest, type OutputStreamName } from '../../src/store/store.js';
 
 const MiB = 1024 * 1024;
@@ -735,6 +735,33 @@ describe('cancellation', () => {
 });
 
 describe('queries', () => {
+  it('reads tasks and output through indexes, never a walk of a whole table', async () => {
+    await store.close();
+    const db = new Database(file);
+    try {
+      const plans: Record<string, string[]> = {};
+      const explain = (name: string, sql: string, params: unknown): void => {
+        plans[name] = (db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(params) as { detail: string }[]).map((row) => row.detail);
+      };
+      explain('queuedPage', `SELECT seq ${QUEUE_PAGE}`, [0, 1]);
+      const named = { before: 1, limit: 1, status: 'failed', node: 'w1', taskId: 't', afterId: 0, attempt: null, stream: null };
+      for (const [name, statement] of Object.entries(prepareStatements(db))) {
+        if (typeof statement !== 'object' || !statement.reader) continue;
+        const positional = statement.source.split('?').length - 1;
+        explain(name, statement.source, statement.source.includes('@') ? named : new Array(positional).fill(null));
+      }
+      expect(Object.keys(plans)).toEqual(expect.arrayContaining(['listByNodeStatus', 'activeOn', 'readOutput']));
+      const walks = Object.entries(plans).filter(([, details]) => details.some((detail) => /^SCAN (tasks|output)\b/.test(detail)));
+      expect(walks).toEqual([]);
+      expect(plans.queuedPage).toEqual([expect.stringContaining('INDEX tasks_status_seq (status=? AND seq>?)')]);
+      // What is active on a worker (at a reconnection), not its whole history.
+      expect(plans.activeOn).toEqual([expect.stringContaining('INDEX tasks_active (assigned_node=?)')]);
+    } finally {
+      db.close();
+      store = openSqliteStore(file, { maxOutputBytes: MiB });
+    }
+  });
+
   it('lists newest first across pages, filtered by status and node', async () => {
     const ids: string[] = [];
     for (let i = 0; i < 7; i++) ids.push((await create({ cmd: `echo ${i}` })).id);
