@@ -4,7 +4,7 @@
 import type { Logger } from '../core/log.js';
 import type { ClaimedTask, Store } from '../store/store.js';
 import type { AssignTaskResponse, TaskAssignment } from '../../generated/node.js';
-import { attemptKey, freeSlots, type NodeRegistry, type WorkerEntry } from './registry.js';
+import { freeSlots, type NodeRegistry, type WorkerEntry } from './registry.js';
 
 export class Dispatcher {
   private scheduled = false;
@@ -98,10 +98,10 @@ export class Dispatcher {
         : tasks.map((task) => ({ message: { kind: { $case: 'assignment', assignment: this.toAssignment(task) } }, tasks: [task] }));
     const undelivered: { taskId: string; attempt: number }[] = [];
     for (const { message, tasks: carried } of messages) {
-      for (const task of carried) worker.inFlight.add(attemptKey(task.id, task.attempts));
+      for (const task of carried) worker.inFlight.set(task.id, task.attempts);
       if (channel?.send(message)) continue;
       for (const task of carried) {
-        worker.inFlight.delete(attemptKey(task.id, task.attempts));
+        worker.inFlight.delete(task.id);
         undelivered.push({ taskId: task.id, attempt: task.attempts });
       }
     }

@@ -134,7 +134,7 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
       const key = attemptKey(task.id, task.attempts);
       activeKeys.add(key);
       if (known.has(key)) {
-        entry.inFlight.add(key);
+        entry.inFlight.set(task.id, task.attempts);
         if (task.cancelRequested) cancellations.push(ref);
       } else if (task.status === 'assigned') {
         neverDelivered.push(ref);

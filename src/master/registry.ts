@@ -18,8 +18,11 @@ export interface WorkerEntry {
   /** When this master last heard from the worker (or started waiting for it). */
   lastSeenAt: number;
   channel: PushChannel | undefined;
-  /** `taskId#attempt` of every attempt handed to the worker and not yet reported finished. */
-  inFlight: Set<string>;
+  /**
+   * Task id → attempt, of every attempt handed to the worker and not yet reported finished (a
+   * task has one current attempt). Keyed by the id alone: a report is matched without building a key.
+   */
+  inFlight: Map<string, number>;
   /** When the store last got this worker's record (heartbeats are not all written through). */
   persistedAt: number;
 }
@@ -58,7 +61,7 @@ export class NodeRegistry {
       existing.lastSeenAt = info.lastSeenAt;
       return { entry: existing, replaced, changed };
     }
-    const entry: WorkerEntry = { info, lastSeenAt: info.lastSeenAt, channel: undefined, inFlight: new Set(), persistedAt: 0 };
+    const entry: WorkerEntry = { info, lastSeenAt: info.lastSeenAt, channel: undefined, inFlight: new Map(), persistedAt: 0 };
     this.workers.set(info.name, entry);
     return { entry, replaced: false, changed: true };
   }
@@ -69,7 +72,7 @@ export class NodeRegistry {
    */
   expect(info: NodeInfo, now: number): void {
     if (this.workers.has(info.name)) return;
-    this.workers.set(info.name, { info, lastSeenAt: now, channel: undefined, inFlight: new Set(), persistedAt: now });
+    this.workers.set(info.name, { info, lastSeenAt: now, channel: undefined, inFlight: new Map(), persistedAt: now });
   }
 
   attach(name: string, channel: PushChannel): WorkerEntry | undefined {
@@ -87,7 +90,8 @@ export class NodeRegistry {
 
   /** Forgets a finished attempt; true when this worker held it. */
   release(name: string, taskId: string, attempt: number): boolean {
-    return this.workers.get(name)?.inFlight.delete(attemptKey(taskId, attempt)) ?? false;
+    const inFlight = this.workers.get(name)?.inFlight;
+    return inFlight?.get(taskId) === attempt && inFlight.delete(taskId);
   }
 
   /** Workers that can take tasks now: connected, online, with free slots. */
