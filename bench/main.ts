@@ -46,6 +46,14 @@ async function cleanUp(): Promise<void> {
   removeTempDirs();
 }
 
+/** Quick, profiled and resized-fleet figures never overwrite those of a plain full run. */
+function resultsFolder(quick: boolean, profileDir: string | undefined, fleetSize: number | undefined): string {
+  if (quick) return 'quick/';
+  if (profileDir !== undefined) return 'profiled/';
+  if (fleetSize !== undefined) return `fleet-${fleetSize}/`;
+  return '';
+}
+
 async function main(): Promise<number> {
   let flags;
   try {
@@ -60,15 +68,7 @@ async function main(): Promise<number> {
   const profileDir = flags.profile === undefined ? undefined : resolve(flags.profile);
   const fleetSize = flags.fleet === undefined ? undefined : Number(flags.fleet);
   if (fleetSize !== undefined && !(Number.isSafeInteger(fleetSize) && fleetSize > 0)) usage(`--fleet takes a number of workers, not "${flags.fleet}"`);
-  // Quick, profiled and resized-fleet figures never overwrite those of a plain full run.
-  const resultsPath = quick
-    ? '../bench/results/quick/'
-    : profileDir
-      ? '../bench/results/profiled/'
-      : fleetSize !== undefined
-        ? `../bench/results/fleet-${fleetSize}/`
-        : '../bench/results/';
-  const resultsDir = fileURLToPath(new URL(resultsPath, import.meta.url));
+  const resultsDir = fileURLToPath(new URL(`../bench/results/${resultsFolder(quick, profileDir, fleetSize)}`, import.meta.url));
   const rows: string[][] = [];
   const crashed: string[] = [];
 

@@ -187,6 +187,24 @@ const ATTEMPT_UPDATE_COLUMNS = [
   'not_before',
 ] as const;
 
+/**
+ * What a claim writes over an attempt's columns: a new attempt, starting afresh. The claim's
+ * statement and the attempt row the store keeps after it are both made from this.
+ */
+const FRESH_ATTEMPT = {
+  status: 'assigned',
+  exit_code: null,
+  signal: null,
+  error: null,
+  output_truncated: 0,
+  output_bytes: 0,
+  stdout_received: 0,
+  stderr_received: 0,
+  started_at: null,
+  finished_at: null,
+  not_before: 0,
+} as const satisfies Pick<TaskRow, (typeof ATTEMPT_UPDATE_COLUMNS)[number]>;
+
 /** Every column that changes after insertion: the attempt's, and the claim's. */
 const TASK_UPDATE_COLUMNS = [...ATTEMPT_UPDATE_COLUMNS, 'attempts', 'assigned_node', 'cancel_requested', 'assigned_at'] as const;
 
@@ -312,10 +330,9 @@ export function prepareStatements(db: Database.Database) {
     ),
     // The one place a claim's effect is written: a new attempt on this worker, starting afresh.
     claim: (() => {
+      const fresh = Object.entries(FRESH_ATTEMPT).map(([column, value]) => `${column} = ${sqlLiteral(value)}`);
       const statement = db.prepare(
-        `UPDATE tasks SET status = 'assigned', attempts = attempts + 1, assigned_node = ?, assigned_at = ?,
-           exit_code = NULL, signal = NULL, error = NULL, started_at = NULL, finished_at = NULL,
-           output_truncated = 0, output_bytes = 0, stdout_received = 0, stderr_received = 0, not_before = 0
+        `UPDATE tasks SET ${fresh.join(', ')}, attempts = attempts + 1, assigned_node = ?, assigned_at = ?
          WHERE seq = ? AND status = 'queued'`,
       );
       /** False when the row was no longer queued: then it is not this claim's to hand out. */
@@ -341,6 +358,15 @@ export function prepareStatements(db: Database.Database) {
 }
 
 export type Statements = ReturnType<typeof prepareStatements>;
+
+function sqlLiteral(value: string | number | null): string {
+  return value === null ? 'NULL' : typeof value === 'number' ? String(value) : `'${value}'`;
+}
+
+/** A queued row's attempt as the claim just wrote it, its attempt number already counted. */
+export function claimedAttemptRow(row: QueuedRow): AttemptRow {
+  return { seq: row.seq, id: row.id, attempts: row.attempts, retries: row.retries, cancel_requested: row.cancel_requested, ...FRESH_ATTEMPT };
+}
 
 export function migrate(db: Database.Database): void {
   const version = db.pragma('user_version', { simple: true }) as number;

@@ -43,6 +43,7 @@ import {
   prepareStatements,
   rowToNode,
   rowToClaimedTask,
+  claimedAttemptRow,
   rowToTask,
   type AttemptRow,
   type NodeRow,
@@ -423,7 +424,7 @@ export class SqliteStore implements Store {
         if (!this.sql.claim(row.seq, claim.request.name, now)) continue;
         this.writes.moveCount('queued', 'assigned');
         row.attempts += 1;
-        if (this.openAttempts.size < OPEN_ATTEMPTS_KEPT) this.openAttempts.set(row.id, claimedAttempt(row));
+        if (this.openAttempts.size < OPEN_ATTEMPTS_KEPT) this.openAttempts.set(row.id, claimedAttemptRow(row));
         tasks.push(rowToClaimedTask(row));
       }
       return tasks;
@@ -591,28 +592,6 @@ function rowEligibility(row: QueuedRow): (worker: ClaimRequest) => boolean {
     if (row.labels_json === '{}') return true;
     labels ??= parseRecord(row.labels_json);
     return isEligible({ labels }, worker);
-  };
-}
-
-/** A queued row's attempt as the claim just wrote it (see the claim statement). */
-function claimedAttempt(row: QueuedRow): AttemptRow {
-  return {
-    seq: row.seq,
-    id: row.id,
-    attempts: row.attempts,
-    retries: row.retries,
-    cancel_requested: row.cancel_requested,
-    status: 'assigned',
-    exit_code: null,
-    signal: null,
-    error: null,
-    output_truncated: 0,
-    output_bytes: 0,
-    stdout_received: 0,
-    stderr_received: 0,
-    started_at: null,
-    finished_at: null,
-    not_before: 0,
   };
 }
 
