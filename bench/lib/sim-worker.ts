@@ -308,12 +308,16 @@ export class SimFleet {
     });
   }
 
-  /** Stops taking tasks, lets what was assigned be reported and stored, then disconnects. */
-  async drainAndClose(api: Api, timeoutMs: number): Promise<void> {
+  /** Stops taking tasks and waits until what was assigned is reported and stored. */
+  async pause(api: Api, timeoutMs: number): Promise<void> {
     await this.setDraining(true);
     await this.awaitStatus(api, 'draining', timeoutMs);
     await poll(() => this.workers.every((worker) => worker.idle), 'simulated workers to be idle', timeoutMs);
-    this.close();
+  }
+
+  /** Assignments received by all workers. */
+  get assigned(): number {
+    return this.workers.reduce((sum, worker) => sum + worker.assigned, 0);
   }
 
   get heartbeatFailures(): number {

@@ -1,7 +1,16 @@
-// Scenario 6: does a deep queue slow the master down? The store is filled before the master
-// starts (lib/prefill.ts: the store module's own createTasks, so the rows are real tasks). Then
-// submit latency at that depth, and the dispatch rate of fresh simulated workers over the first
-// `window` tasks they are given, in several rounds; against the same with a shallow queue.
+// Scenario 6: does a deep queue slow the master down? Two masters run side by side, one with a
+// shallow queue and one with a deep one, each filled before it starts (lib/prefill.ts: the store
+// module's own createTasks, so the rows are real tasks). Submit latency and the dispatch rate of
+// simulated workers over `window` tasks are measured in rounds that alternate between the two.
+//
+// Why it is built so: a round of a shallow queue lasts ~50 ms. On fresh masters and fleets its
+// rate was mostly noise, rates rose over a master's first rounds (JIT, page cache), and this
+// machine's speed drifts by ±25 % over the tens of seconds between two measurements. So each
+// depth keeps one master and one fleet for all its rounds, the first rounds only warm them up,
+// and the two depths take turns, so drift falls on both. Between its rounds a fleet is paused
+// and its queue refilled over HTTP with as many tasks as the round took: every round starts at
+// the depth. With 15 rounds, two shallow queues (1,000 against 1,001) still came out 0.85× and
+// 1.23×; with 31, 1.00–1.02× in three runs.
 import { startMaster, tempDir, type Master } from '../lib/cluster.js';
 import { closedLoop } from '../lib/load.js';
 import { prefillQueue } from '../lib/prefill.js';
@@ -10,74 +19,108 @@ import { SimFleet } from '../lib/sim-worker.js';
 import { median, summarize, type LatencySummary } from '../lib/stats.js';
 import { now } from '../lib/timing.js';
 
-const ROUNDS = 9;
+/** Counted rounds per depth, after the warm-up rounds; a quick run does a few of each. */
+const ROUNDS = { full: 30, quick: 4 };
+const WARM_UP_ROUNDS = { full: 5, quick: 1 };
 const SIM_WORKERS = 16;
 const SIM_CONCURRENCY = 16;
+const REFILL_CONCURRENCY = 64;
+/** Submit latency is sampled in turns of this many sequential submissions per master. */
+const SUBMIT_TURN = 50;
 
-interface DepthRun {
+/** A master with a queue of `depth` tasks and a paused fleet of simulated workers. */
+class DepthRig {
+  readonly submitLatencies: number[] = [];
+  readonly rates: number[] = [];
+  private readonly fleet: SimFleet;
+  private firstAssignment: number | undefined;
+
+  private constructor(
+    readonly depth: number,
+    readonly prefillSeconds: number,
+    readonly startSeconds: number,
+    private readonly master: Master,
+    name: string,
+  ) {
+    this.fleet = new SimFleet({
+      size: SIM_WORKERS,
+      prefix: name,
+      concurrency: SIM_CONCURRENCY,
+      master: master.grpc,
+      token: master.token,
+      ownConnection: true,
+      draining: true,
+      onAssignment: (_id, at) => void (this.firstAssignment ??= at),
+    });
+  }
+
+  /** `submits` tasks short of `depth` are filled in: the submit-latency samples add the rest. */
+  static async open(depth: number, submits: number, name: string): Promise<DepthRig> {
+    const dataDir = tempDir();
+    let started = now();
+    await prefillQueue(dataDir, depth - submits);
+    const prefillSeconds = (now() - started) / 1000;
+    started = now();
+    const master = await startMaster({ dataDir });
+    const startSeconds = (now() - started) / 1000;
+    const rig = new DepthRig(depth, prefillSeconds, startSeconds, master, name);
+    try {
+      await rig.fleet.connect(SIM_WORKERS);
+      await rig.fleet.awaitStatus(master.api, 'draining', 30_000);
+    } catch (error) {
+      await rig.close();
+      throw error;
+    }
+    return rig;
+  }
+
+  async sampleSubmits(count: number): Promise<void> {
+    this.submitLatencies.push(...(await this.submit(count, 1)));
+  }
+
+  /** The fleet takes tasks from its first assignment until `window` more results are stored. */
+  async round(window: number, counted: boolean): Promise<void> {
+    const assignedBefore = this.fleet.assigned;
+    this.firstAssignment = undefined;
+    await this.fleet.setDraining(false);
+    const end = await this.fleet.waitFinished(this.fleet.finished + window, 120_000);
+    if (counted) this.rates.push(window / ((end - this.firstAssignment!) / 1000));
+    // Whatever else the fleet was given is reported too; then the queue is put back to its depth.
+    await this.fleet.pause(this.master.api, 30_000);
+    await this.submit(this.fleet.assigned - assignedBefore, REFILL_CONCURRENCY);
+  }
+
+  /** Checks that the rounds left the queue at its depth. */
+  async verify(): Promise<void> {
+    const queued = (await this.master.api.taskCounts()).queued;
+    if (queued !== this.depth) throw new Error(`expected ${this.depth} queued tasks after the rounds, the master counts ${queued}`);
+  }
+
+  async close(): Promise<void> {
+    this.fleet.close();
+    await this.master.stop();
+  }
+
+  private submit(count: number, concurrency: number): Promise<number[]> {
+    return closedLoop(count, concurrency, async () => void (await this.master.api.submit({ cmd: 'true' })));
+  }
+}
+
+interface DepthFigures {
   prefillSeconds: number;
   startSeconds: number;
   submit: LatencySummary;
-  /** Median over the rounds. */
+  /** Median over the counted rounds. */
   dispatchPerSecond: number;
 }
 
-/** Tasks/s of fresh simulated workers, from their first assignment to the window-th stored result. */
-async function dispatchRound(master: Master, prefix: string, window: number): Promise<number> {
-  let firstAssignment: number | undefined;
-  const fleet = new SimFleet({
-    size: SIM_WORKERS,
-    prefix,
-    concurrency: SIM_CONCURRENCY,
-    master: master.grpc,
-    token: master.token,
-    ownConnection: true,
-    onAssignment: (_id, at) => void (firstAssignment ??= at),
-  });
-  try {
-    await fleet.connect(SIM_WORKERS);
-    const end = await fleet.waitFinished(window, 120_000);
-    // Whatever else they were given is reported too, so no task is left assigned to a ghost.
-    await fleet.drainAndClose(master.api, 30_000);
-    return window / ((end - firstAssignment!) / 1000);
-  } finally {
-    fleet.close();
-  }
-}
-
-async function submitLatency(master: Master, count: number): Promise<LatencySummary> {
-  return summarize(await closedLoop(count, 1, async () => void (await master.api.submit({ cmd: 'true' }))));
-}
-
-/**
- * Every round starts a fresh master, so no round runs on a warmer JIT than another. A shallow
- * queue is drained by one round, so each round gets a freshly filled store; a deep one is filled
- * once and serves every round.
- */
-async function runDepth(depth: number, window: number, submits: number, refill: boolean): Promise<DepthRun> {
-  let dataDir = tempDir();
-  const started = now();
-  await prefillQueue(dataDir, depth);
-  const prefillSeconds = (now() - started) / 1000;
-  const rates: number[] = [];
-  const startSeconds: number[] = [];
-  let submit: LatencySummary | undefined;
-  for (let round = 0; round < ROUNDS; round++) {
-    if (round > 0 && refill) {
-      dataDir = tempDir();
-      await prefillQueue(dataDir, depth);
-    }
-    const starting = now();
-    const master = await startMaster({ dataDir });
-    startSeconds.push((now() - starting) / 1000);
-    try {
-      submit ??= await submitLatency(master, submits);
-      rates.push(await dispatchRound(master, `r${round}`, window));
-    } finally {
-      await master.stop();
-    }
-  }
-  return { prefillSeconds, startSeconds: median(startSeconds), submit: submit!, dispatchPerSecond: median(rates) };
+function figures(rig: DepthRig): DepthFigures {
+  return {
+    prefillSeconds: rig.prefillSeconds,
+    startSeconds: rig.startSeconds,
+    submit: summarize(rig.submitLatencies),
+    dispatchPerSecond: median(rig.rates),
+  };
 }
 
 export const depth: Scenario = {
@@ -85,16 +128,39 @@ export const depth: Scenario = {
   slug: 'depth',
   title: 'Queue depth',
   async run({ quick, log }): Promise<ScenarioResult> {
-    const shallowDepth = quick ? 200 : 1000;
-    // Every round takes what its workers are given until they drain (more on a loaded machine): the
-    // deep queue must outlast all rounds with room to spare, or a round waits for tasks forever.
+    const shallowDepth = quick ? 512 : 1000;
     const deepDepth = quick ? 50_000 : 1_000_000;
-    const window = shallowDepth;
+    // A round ends while the fleet's slots can still all be full at either depth: had it taken the
+    // whole shallow queue, its last tasks would go out as the queue ran dry, one slow round trip
+    // the deep queue never pays.
+    const window = shallowDepth - SIM_WORKERS * SIM_CONCURRENCY;
     const submits = quick ? 100 : 500;
-    log(`baseline: ${shallowDepth} queued, ${ROUNDS} rounds`);
-    const shallow = await runDepth(shallowDepth, window, submits, true);
-    log(`dcli: ${deepDepth.toLocaleString('en-US')} queued (filled through the store module), ${ROUNDS} rounds`);
-    const deep = await runDepth(deepDepth, window, submits, false);
+    const rounds = quick ? ROUNDS.quick : ROUNDS.full;
+    const warmUpRounds = quick ? WARM_UP_ROUNDS.quick : WARM_UP_ROUNDS.full;
+    log(`baseline: ${shallowDepth} queued; dcli: ${deepDepth.toLocaleString('en-US')} queued (filled through the store module)`);
+    const rigs: DepthRig[] = [];
+    let shallow: DepthFigures;
+    let deep: DepthFigures;
+    try {
+      const shallowRig = await DepthRig.open(shallowDepth, submits, 'shallow');
+      rigs.push(shallowRig);
+      const deepRig = await DepthRig.open(deepDepth, submits, 'deep');
+      rigs.push(deepRig);
+      log(`${submits} sequential submissions to each, in turns of ${SUBMIT_TURN}`);
+      for (let done = 0; done < submits; done += SUBMIT_TURN) {
+        for (const rig of rigs) await rig.sampleSubmits(Math.min(SUBMIT_TURN, submits - done));
+      }
+      log(`${warmUpRounds} + ${rounds} dispatch rounds of ${window} tasks each, taking turns`);
+      for (let round = 0; round < warmUpRounds + rounds; round++) {
+        // Turns alternate, so neither depth always runs right after the other's refill.
+        for (const rig of round % 2 === 0 ? rigs : [...rigs].reverse()) await rig.round(window, round >= warmUpRounds);
+      }
+      for (const rig of rigs) await rig.verify();
+      shallow = figures(shallowRig);
+      deep = figures(deepRig);
+    } finally {
+      for (const rig of rigs) await rig.close();
+    }
     const rateRatio = deep.dispatchPerSecond / shallow.dispatchPerSecond;
     const latencyRatio = deep.submit.p50 / shallow.submit.p50;
     return {
@@ -133,8 +199,8 @@ export const depth: Scenario = {
         },
       ],
       notes: [
-        `Dispatch: a fresh master and ${SIM_WORKERS} fresh simulated workers ×${SIM_CONCURRENCY} per round, timed from the first assignment to the ${window}th stored result; median of ${ROUNDS} rounds.`,
-        `Submit latency: ${submits} sequential POST /tasks before the first round. Master start-up with ${deepDepth} queued: ${deep.startSeconds.toFixed(2)} s.`,
+        `Dispatch: one master and ${SIM_WORKERS} simulated workers ×${SIM_CONCURRENCY} per depth, the two depths taking turns; each round is timed from its first assignment to the ${window}th stored result, and the queue is refilled over HTTP to its depth after it; median of ${rounds} rounds after ${warmUpRounds} to warm up.`,
+        `Submit latency: ${submits} sequential POST /tasks to each master before the rounds, in turns of ${SUBMIT_TURN}. Master start-up with ${deepDepth} queued: ${deep.startSeconds.toFixed(2)} s.`,
       ],
     };
   },
