@@ -32,6 +32,8 @@ interface FleetRun {
   idleExternalBytes: number;
   peakRssBytes: number;
   drainPerSecond: number;
+  /** Master CPU time per task drained: far less disturbed by other load than the rate. */
+  drainCpuMicrosPerTask: number;
 }
 
 interface FleetPlan {
@@ -70,8 +72,10 @@ async function runFleet({ size, concurrency, tasks, settleMs, windowMs }: FleetP
     await closedLoop(tasks, 64, async () => void (await master.api.submit({ cmd: 'true' })));
     log(`  draining them with ${size} workers ×${concurrency}`);
     start = now();
+    const cpuAtStart = cpuSeconds(master.proc.pid);
     await fleet.setDraining(false);
     const end = await fleet.waitFinished(tasks, Math.max(60_000, tasks * 3));
+    const drainCpuMicrosPerTask = ((cpuSeconds(master.proc.pid) - cpuAtStart) * 1e6) / tasks;
     const counts = await master.api.taskCounts();
     if (counts.succeeded !== tasks) throw new Error(`expected ${tasks} succeeded tasks, got ${JSON.stringify(counts)}`);
     rss.stop();
@@ -85,6 +89,7 @@ async function runFleet({ size, concurrency, tasks, settleMs, windowMs }: FleetP
       idleExternalBytes: metricValue(metrics, 'dcli_master_nodejs_external_memory_bytes'),
       peakRssBytes: rss.peak,
       drainPerSecond: tasks / ((end - start) / 1000),
+      drainCpuMicrosPerTask,
     };
   } finally {
     rss.stop();
@@ -127,6 +132,7 @@ export const fleet: Scenario = {
         idleExternalMB: big.idleExternalBytes / MB,
         peakRssMB: big.peakRssBytes / MB,
         drainPerSecond: big.drainPerSecond,
+        drainCpuMicrosPerTask: big.drainCpuMicrosPerTask,
         smallWorkersDrainPerSecond: smallWorkers.drainPerSecond,
         smallWorkersPeakRssMB: smallWorkers.peakRssBytes / MB,
       },
@@ -137,6 +143,7 @@ export const fleet: Scenario = {
         idleHeapMB: small.idleHeapBytes / MB,
         peakRssMB: small.peakRssBytes / MB,
         drainPerSecond: small.drainPerSecond,
+        drainCpuMicrosPerTask: small.drainCpuMicrosPerTask,
       },
       checks: [
         {
@@ -165,6 +172,7 @@ export const fleet: Scenario = {
       notes: [
         `Each simulated worker has its own channel and TCP connection ('grpc.use_local_subchannel_pool'); all run in the bench process.`,
         `${tasks} tasks; every worker of the comparison has concurrency ${CONCURRENCY}, as in scenario 2. Heartbeat failures: ${big.heartbeatFailures}.`,
+        `Master CPU per task drained: ${big.drainCpuMicrosPerTask.toFixed(1)} µs with ${size} workers, ${small.drainCpuMicrosPerTask.toFixed(1)} µs with ${SMALL_FLEET} (${(small.drainCpuMicrosPerTask / big.drainCpuMicrosPerTask).toFixed(2)}×, the drain ratio this predicts while the master is the bottleneck).`,
         `${size} workers ×${SMALL_WORKER_CONCURRENCY} (at most ${SMALL_WORKER_CONCURRENCY} tasks a message): ${Math.round(smallWorkers.drainPerSecond)} tasks/s, ${smallWorkersRatio.toFixed(2)}× the ${SMALL_FLEET} workers; peak RSS ${(smallWorkers.peakRssBytes / MB).toFixed(0)} MB.`,
       ],
     };
