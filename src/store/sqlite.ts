@@ -139,7 +139,7 @@ export class SqliteStore implements Store {
       this.db.exec('BEGIN IMMEDIATE; COMMIT');
     } catch (error) {
       this.db.close();
-      if (error instanceof Database.SqliteError && error.code.startsWith('SQLITE_BUSY')) {
+      if (sqliteCode(error)?.startsWith('SQLITE_BUSY')) {
         throw new Error(`${file} is in use by another dcli master; one SQLite store serves one master`, { cause: error });
       }
       throw error;
@@ -567,11 +567,17 @@ export class SqliteStore implements Store {
 }
 
 function isIdClash(error: unknown): boolean {
-  return (
-    error instanceof Database.SqliteError &&
-    error.code === 'SQLITE_CONSTRAINT_UNIQUE' &&
-    error.message.includes('tasks.id')
-  );
+  return sqliteCode(error) === 'SQLITE_CONSTRAINT_UNIQUE' && (error as Error).message.includes('tasks.id');
+}
+
+/**
+ * SQLite's result code of an error from better-sqlite3, read by shape: its native part builds every
+ * error with the class of the first copy of the library that opened a database in the process, so
+ * `instanceof Database.SqliteError` fails in any other copy (a test runner loads one per file).
+ */
+function sqliteCode(error: unknown): string | undefined {
+  const code = typeof error === 'object' && error !== null ? (error as { code?: unknown }).code : undefined;
+  return typeof code === 'string' && code.startsWith('SQLITE_') ? code : undefined;
 }
 
 /** Index of the first worker from `turn` on (wrapping) that may run the row, or -1. */

@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { appendFileSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { jest } from '@jest/globals';
 import Database from 'better-sqlite3';
 import { TASK_ID_PATTERN } from '../../src/core/ids.js';
 import type { NodeInfo } from '../../src/core/node.js';
@@ -190,6 +191,18 @@ describe('tasks', () => {
     expect(Date.now() - started).toBeLessThan(4000);
     await reopen();
     expect(await store.getTask(task.id)).toEqual(task);
+  });
+
+  it('tells another master apart even when a second copy of the store module is loaded', async () => {
+    // SQLite errors carry the class of the first copy of better-sqlite3 that opened a database in
+    // the process (here this file's, in beforeEach): a store loaded afresh must still recognise
+    // them. It did not, and that failed the test above whenever jest ran it in a worker where
+    // another test file had opened a database first.
+    await jest.isolateModulesAsync(async () => {
+      const fresh = await import('../../src/store/sqlite.js');
+      expect(fresh.openSqliteStore).not.toBe(openSqliteStore);
+      expect(() => fresh.openSqliteStore(file, { maxOutputBytes: MiB })).toThrow(/in use by another dcli master/);
+    });
   });
 
   it('close() commits writes still waiting in the queue', async () => {
