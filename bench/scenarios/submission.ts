@@ -51,6 +51,7 @@ export const submission: Scenario = {
     const rows = quick ? 5000 : 30_000;
     log(`baseline: ${rows} single-row SQLite transactions`);
     const sqliteRate = sqliteInsertRate(tempDir(), rows);
+    if (answered === undefined) throw new Error(`the master accepted none of ${count} submissions (${refused} refused)`);
     log(`baseline: ${count} POSTs to node:http answering 201 at once, concurrency ${CONCURRENCY}`);
     const bare = await bareHttpRate({ count, concurrency: CONCURRENCY, body: BODY, answer: answered });
     const rate = accepted / seconds;
