@@ -20,6 +20,12 @@ export function cpuSeconds(pid: number): number {
   return stat.cpuTicks / TICKS_PER_SECOND;
 }
 
+/** A stopwatch of a process's CPU time: the returned function gives the seconds used since. */
+export function cpuClock(pid: number): () => number {
+  const start = cpuSeconds(pid);
+  return () => cpuSeconds(pid) - start;
+}
+
 /** Samples a process's RSS on a timer, keeping the first and the highest reading. */
 export class RssSampler {
   readonly start: number;

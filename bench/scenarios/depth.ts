@@ -28,17 +28,25 @@ const REFILL_CONCURRENCY = 64;
 /** Submit latency is sampled in turns of this many sequential submissions per master. */
 const SUBMIT_TURN = 50;
 
+interface DepthFigures {
+  prefillSeconds: number;
+  startSeconds: number;
+  submit: LatencySummary;
+  /** Median over the counted rounds. */
+  dispatchPerSecond: number;
+}
+
 /** A master with a queue of `depth` tasks and a paused fleet of simulated workers. */
 class DepthRig {
-  readonly submitLatencies: number[] = [];
-  readonly rates: number[] = [];
+  private readonly submitLatencies: number[] = [];
+  private readonly rates: number[] = [];
   private readonly fleet: SimFleet;
   private firstAssignment: number | undefined;
 
   private constructor(
-    readonly depth: number,
-    readonly prefillSeconds: number,
-    readonly startSeconds: number,
+    private readonly depth: number,
+    private readonly prefillSeconds: number,
+    private readonly startSeconds: number,
     private readonly master: Master,
     name: string,
   ) {
@@ -90,6 +98,15 @@ class DepthRig {
     await this.submit(this.fleet.assigned - assignedBefore, REFILL_CONCURRENCY);
   }
 
+  figures(): DepthFigures {
+    return {
+      prefillSeconds: this.prefillSeconds,
+      startSeconds: this.startSeconds,
+      submit: summarize(this.submitLatencies),
+      dispatchPerSecond: median(this.rates),
+    };
+  }
+
   /** Checks that the rounds left the queue at its depth. */
   async verify(): Promise<void> {
     const queued = (await this.master.api.taskCounts()).queued;
@@ -104,23 +121,6 @@ class DepthRig {
   private submit(count: number, concurrency: number): Promise<number[]> {
     return closedLoop(count, concurrency, async () => void (await this.master.api.submit({ cmd: 'true' })));
   }
-}
-
-interface DepthFigures {
-  prefillSeconds: number;
-  startSeconds: number;
-  submit: LatencySummary;
-  /** Median over the counted rounds. */
-  dispatchPerSecond: number;
-}
-
-function figures(rig: DepthRig): DepthFigures {
-  return {
-    prefillSeconds: rig.prefillSeconds,
-    startSeconds: rig.startSeconds,
-    submit: summarize(rig.submitLatencies),
-    dispatchPerSecond: median(rig.rates),
-  };
 }
 
 export const depth: Scenario = {
@@ -156,8 +156,8 @@ export const depth: Scenario = {
         for (const rig of round % 2 === 0 ? rigs : [...rigs].reverse()) await rig.round(window, round >= warmUpRounds);
       }
       for (const rig of rigs) await rig.verify();
-      shallow = figures(shallowRig);
-      deep = figures(deepRig);
+      shallow = shallowRig.figures();
+      deep = deepRig.figures();
     } finally {
       for (const rig of rigs) await rig.close();
     }

@@ -8,7 +8,7 @@
 import { startMaster, type Master } from '../lib/cluster.js';
 import { metricValue } from '../lib/http.js';
 import { closedLoop } from '../lib/load.js';
-import { cpuSeconds, RssSampler } from '../lib/proc-stats.js';
+import { cpuClock, RssSampler } from '../lib/proc-stats.js';
 import { atLeast, below, type Scenario, type ScenarioResult } from '../lib/report.js';
 import { SimFleet } from '../lib/sim-worker.js';
 import { now, sleep } from '../lib/timing.js';
@@ -57,11 +57,11 @@ async function runFleet({ size, concurrency, tasks, settleMs, windowMs }: FleetP
     log(`  ${size} workers ×${concurrency} connected in ${connectSeconds.toFixed(1)} s; measuring idle heartbeats for ${windowMs / 1000} s`);
     await sleep(settleMs);
     const beatsBefore = fleet.workers.reduce((sum, worker) => sum + worker.heartbeats, 0);
-    const cpuBefore = cpuSeconds(master.proc.pid);
+    const idleCpu = cpuClock(master.proc.pid);
     start = now();
     await sleep(windowMs);
     const seconds = (now() - start) / 1000;
-    const heartbeatCpuPercent = seconds > 0 ? ((cpuSeconds(master.proc.pid) - cpuBefore) / seconds) * 100 : 0;
+    const heartbeatCpuPercent = seconds > 0 ? (idleCpu() / seconds) * 100 : 0;
     const heartbeatsPerSecond = seconds > 0 ? (fleet.workers.reduce((sum, worker) => sum + worker.heartbeats, 0) - beatsBefore) / seconds : 0;
     const idleRssBytes = rss.peak;
     const metrics = await master.api.metrics();
@@ -72,10 +72,10 @@ async function runFleet({ size, concurrency, tasks, settleMs, windowMs }: FleetP
     await closedLoop(tasks, 64, async () => void (await master.api.submit({ cmd: 'true' })));
     log(`  draining them with ${size} workers ×${concurrency}`);
     start = now();
-    const cpuAtStart = cpuSeconds(master.proc.pid);
+    const drainCpu = cpuClock(master.proc.pid);
     await fleet.setDraining(false);
     const end = await fleet.waitFinished(tasks, Math.max(60_000, tasks * 3));
-    const drainCpuMicrosPerTask = ((cpuSeconds(master.proc.pid) - cpuAtStart) * 1e6) / tasks;
+    const drainCpuMicrosPerTask = (drainCpu() * 1e6) / tasks;
     const counts = await master.api.taskCounts();
     if (counts.succeeded !== tasks) throw new Error(`expected ${tasks} succeeded tasks, got ${JSON.stringify(counts)}`);
     rss.stop();

@@ -775,15 +775,20 @@ describe('queries', () => {
     expect(plans.activeOn).toEqual([expect.stringContaining('INDEX tasks_active (assigned_node=?)')]);
   }
 
-  it('reads tasks and output through indexes, never a walk of a whole table', async () => {
+  /** Runs `check` on the store's file through a connection of its own, the store closed meanwhile. */
+  async function withStoreClosed(check: (db: Database.Database) => void): Promise<void> {
     await store.close();
     const db = new Database(file);
     try {
-      expectIndexedPlans(plansOf(db));
+      check(db);
     } finally {
       db.close();
       store = openSqliteStore(file, { maxOutputBytes: MiB });
     }
+  }
+
+  it('reads tasks and output through indexes, never a walk of a whole table', async () => {
+    await withStoreClosed((db) => expectIndexedPlans(plansOf(db)));
   });
 
   it('keeps those indexes when statistics make status and node look useless', async () => {
@@ -791,16 +796,11 @@ describe('queries', () => {
     // then a restart: close runs PRAGMA optimize) said status and node tell no rows apart. Left
     // to them, SQLite walked the table by seq for the claim's page: past every finished task.
     await store.createTasks(Array.from({ length: 300 }, () => spec({ cmd: 'true' })));
-    await store.close();
-    const db = new Database(file);
-    try {
+    await withStoreClosed((db) => {
       db.exec('ANALYZE');
       expect(db.prepare(`SELECT stat FROM sqlite_stat1 WHERE idx = 'tasks_status_seq'`).pluck().get()).toBe('300 300 1');
       expectIndexedPlans(plansOf(db));
-    } finally {
-      db.close();
-      store = openSqliteStore(file, { maxOutputBytes: MiB });
-    }
+    });
   });
 
   it('lists newest first across pages, filtered by status and node', async () => {
