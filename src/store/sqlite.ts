@@ -73,6 +73,8 @@ const OPEN_ATTEMPTS_KEPT = 16_384;
 /** One worker's part of a claim. */
 interface WorkerClaim {
   request: ClaimRequest;
+  /** Position among the claim's requests: the order of turns. */
+  order: number;
   cursorKey: string;
   /** Every queued row up to here is known to be ineligible for this worker. */
   cursor: number;
@@ -97,6 +99,14 @@ export class SqliteStore implements Store {
    * head. Only a hint: lowered whenever an older task returns to the queue.
    */
   private readonly claimCursors = new Map<string, number>();
+  /**
+   * Where the next claim's deal resumes, and the share of the round of turns it is in. A round
+   * goes once through the workers in the order asked; its share is set when it begins and only
+   * raised by a deeper queue, so every worker of a large fleet gets the same share of a queue
+   * that takes several claims to deal. A claim that empties the queue ends the share, not the
+   * turn: a trickle of tasks goes to one worker after another.
+   */
+  private readonly dealing: { resumeAt: string | undefined; share: number } = { resumeAt: undefined, share: 0 };
   /**
    * The attempt rows of tasks this store handed out, as last written, so that a worker's reports
    * need not read them back: the file is this store's alone, so nothing else changes them. A
@@ -361,22 +371,32 @@ export class SqliteStore implements Store {
    * is so spread one task per worker; a deep one fills each worker in one turn, and so in one
    * message. Rows ineligible for a worker move its cursor past them, until a row it could run
    * (taken or not) or one waiting out a retry delay freezes it.
+   *
+   * The turn carries over from one claim to the next (see `dealing`): when the scan budget
+   * stops a claim before every worker had its turn, the next claim serves the next workers, at
+   * the same share, rather than the first ones again at a share shrunk by what was dealt.
    */
   private claim(requests: ClaimRequest[], now: number): ClaimedTask[][] {
-    const claims = requests.map((request): WorkerClaim => {
+    const claims = requests.map((request, order): WorkerClaim => {
       const cursorKey = `${request.name}\n${canonicalJson(request.labels)}`;
       const cursor = this.claimCursors.get(cursorKey) ?? 0;
-      return { request, cursorKey, cursor, ineligibleThrough: cursor, chosen: [] };
+      return { request, order, cursorKey, cursor, ineligibleThrough: cursor, chosen: [] };
     });
     /** Workers with room left; `open[turn]` is being dealt its share, `dealt` rows so far. */
     const open = claims.filter((claim) => claim.request.limit > 0);
     if (open.length === 0) return claims.map(() => []);
     let wanted = open.reduce((sum, claim) => sum + claim.request.limit, 0);
-    const share = Math.max(1, Math.ceil(Math.min(this.sql.queuedCount(), wanted) / open.length));
+    let queued = this.sql.queuedCount();
+    const fairShare = (): number => Math.max(1, Math.ceil(Math.min(queued, wanted) / Math.max(1, open.length)));
+    const resumeAt = claims.find((claim) => claim.request.name === this.dealing.resumeAt)?.order ?? 0;
+    let turn = open.findIndex((claim) => claim.order >= resumeAt);
+    // Past the last worker: a new round of turns begins.
+    if (turn === -1) turn = 0;
+    let share = turn === 0 ? fairShare() : Math.max(fairShare(), this.dealing.share);
     /** Workers whose cursor may still move: no row they could run (or a waiting one) met yet. */
     let movable = open;
-    let turn = 0;
     let dealt = 0;
+    let queueEnded = false;
     let after = Math.min(...open.map((claim) => claim.cursor));
     let budget = CLAIM_SCAN_BUDGET;
     // The first page is just what is wanted: usually the head of the queue is eligible.
@@ -411,12 +431,25 @@ export class SqliteStore implements Store {
           if (!full) turn++;
           dealt = 0;
         }
-        if (turn >= open.length) turn = 0;
-        if (--wanted === 0) break scan;
+        wanted--;
+        queued--;
+        if (turn >= open.length) {
+          turn = 0;
+          share = fairShare();
+        }
+        if (wanted === 0) break scan;
       }
-      if (page.length < pageLimit) break;
+      if (page.length < pageLimit) {
+        queueEnded = true;
+        break;
+      }
       pageSize = Math.min(Math.max(pageSize, 16) * 4, 1024);
     }
+    // A worker part way through its turn has had it: the next claim begins with the one after.
+    if (dealt > 0) turn++;
+    const roundOver = turn >= open.length;
+    this.dealing.resumeAt = roundOver ? undefined : open[turn]!.request.name;
+    this.dealing.share = roundOver || queueEnded ? 0 : share;
     return claims.map((claim) => {
       if (claim.ineligibleThrough > claim.cursor) this.claimCursors.set(claim.cursorKey, claim.ineligibleThrough);
       const tasks: ClaimedTask[] = [];
