@@ -7,7 +7,6 @@ import type { NodeInfo, NodeStatus } from '../core/node.js';
 import {
   ACTIVE_STATUSES,
   TASK_STATUSES,
-  isEligible,
   retryDelayMs,
   statusAfterAttempt,
   type Task,
@@ -15,6 +14,7 @@ import {
   type TaskStatus,
 } from '../core/task.js';
 import { ValidationError } from '../core/names.js';
+import { Dealer } from './dealer.js';
 import { OutputSegments } from './output-segments.js';
 import { SqliteWriteQueue } from './sqlite-write-queue.js';
 import {
@@ -38,7 +38,6 @@ import {
   STREAM_CODES,
   STREAM_NAMES,
   migrate,
-  parseRecord,
   nodeToRow,
   prepareStatements,
   rowToNode,
@@ -48,7 +47,6 @@ import {
   type AttemptRow,
   type NodeRow,
   type OutputRow,
-  type QueuedRow,
   type Statements,
   type TaskRow,
 } from './sqlite-schema.js';
@@ -64,25 +62,8 @@ const ASSIGNED_ONLY: ReadonlySet<TaskStatus> = new Set(['assigned']);
  */
 const SEGMENT_MIN_BYTES = 16 * 1024;
 
-/** Most queued rows one claim examines, so a claim stays cheap however long the queue is. */
-export const CLAIM_SCAN_BUDGET = 4096;
-
 /** Most attempt rows kept in memory (see SqliteStore.openAttempts): a few MB at most. */
 const OPEN_ATTEMPTS_KEPT = 16_384;
-
-/** One worker's part of a claim. */
-interface WorkerClaim {
-  request: ClaimRequest;
-  /** Position among the claim's requests: the order of turns. */
-  order: number;
-  cursorKey: string;
-  /** Every queued row up to here is known to be ineligible for this worker. */
-  cursor: number;
-  ineligibleThrough: number;
-  chosen: QueuedRow[];
-}
-
-
 
 export function openSqliteStore(file: string, options: StoreOptions): SqliteStore {
   return new SqliteStore(file, options);
@@ -93,20 +74,8 @@ export class SqliteStore implements Store {
   private readonly sql: Statements;
   private readonly segments: OutputSegments;
   private readonly writes: SqliteWriteQueue;
-  /**
-   * Per worker (name and labels): the seq up to which every queued task is known to be
-   * ineligible for it, so its next claim starts there instead of rescanning a long ineligible
-   * head. Only a hint: lowered whenever an older task returns to the queue.
-   */
-  private readonly claimCursors = new Map<string, number>();
-  /**
-   * Where the next claim's deal resumes, and the share of the round of turns it is in. A round
-   * goes once through the workers in the order asked; its share is set when it begins and only
-   * raised by a deeper queue, so every worker of a large fleet gets the same share of a queue
-   * that takes several claims to deal. A claim that empties the queue ends the share, not the
-   * turn: a trickle of tasks goes to one worker after another.
-   */
-  private readonly dealing: { resumeAt: string | undefined; share: number } = { resumeAt: undefined, share: 0 };
+  /** Which queued tasks a claim hands to which worker; it keeps its turn from one claim to the next. */
+  private readonly dealer = new Dealer();
   /**
    * The attempt rows of tasks this store handed out, as last written, so that a worker's reports
    * need not read them back: the file is this store's alone, so nothing else changes them. A
@@ -364,97 +333,13 @@ export class SqliteStore implements Store {
     }
   }
 
-  /**
-   * One walk down the queue for every asking worker: rows are dealt to the workers in turn, a
-   * fair share at a time (what is queued, or wanted if less, over the workers asking), each row
-   * to the worker whose turn it is or else the next that may run it and has room. A short queue
-   * is so spread one task per worker; a deep one fills each worker in one turn, and so in one
-   * message. Rows ineligible for a worker move its cursor past them, until a row it could run
-   * (taken or not) or one waiting out a retry delay freezes it.
-   *
-   * The turn carries over from one claim to the next (see `dealing`): when the scan budget
-   * stops a claim before every worker had its turn, the next claim serves the next workers, at
-   * the same share, rather than the first ones again at a share shrunk by what was dealt.
-   */
+  /** Deals queued tasks to the asking workers (see Dealer) and records each as assigned. */
   private claim(requests: ClaimRequest[], now: number): ClaimedTask[][] {
-    const claims = requests.map((request, order): WorkerClaim => {
-      const cursorKey = `${request.name}\n${canonicalJson(request.labels)}`;
-      const cursor = this.claimCursors.get(cursorKey) ?? 0;
-      return { request, order, cursorKey, cursor, ineligibleThrough: cursor, chosen: [] };
-    });
-    /** Workers with room left; `open[turn]` is being dealt its share, `dealt` rows so far. */
-    const open = claims.filter((claim) => claim.request.limit > 0);
-    if (open.length === 0) return claims.map(() => []);
-    let wanted = open.reduce((sum, claim) => sum + claim.request.limit, 0);
-    let queued = this.sql.queuedCount();
-    const fairShare = (): number => Math.max(1, Math.ceil(Math.min(queued, wanted) / Math.max(1, open.length)));
-    const resumeAt = claims.find((claim) => claim.request.name === this.dealing.resumeAt)?.order ?? 0;
-    let turn = open.findIndex((claim) => claim.order >= resumeAt);
-    // Past the last worker: a new round of turns begins.
-    if (turn === -1) turn = 0;
-    let share = turn === 0 ? fairShare() : Math.max(fairShare(), this.dealing.share);
-    /** Workers whose cursor may still move: no row they could run (or a waiting one) met yet. */
-    let movable = open;
-    let dealt = 0;
-    let queueEnded = false;
-    let after = Math.min(...open.map((claim) => claim.cursor));
-    let budget = CLAIM_SCAN_BUDGET;
-    // The first page is just what is wanted: usually the head of the queue is eligible.
-    let pageSize = wanted;
-    scan: while (wanted > 0 && budget > 0) {
-      const pageLimit = Math.min(pageSize, budget);
-      const page = this.sql.queuedPage(after, pageLimit);
-      budget -= page.length;
-      for (const row of page) {
-        after = row.seq;
-        const waiting = row.not_before > now;
-        const eligible = rowEligibility(row);
-        if (movable.length > 0) {
-          movable = movable.filter((claim) => {
-            if (row.seq <= claim.cursor) return true;
-            if (waiting || eligible(claim.request)) return false;
-            claim.ineligibleThrough = row.seq;
-            return true;
-          });
-        }
-        if (waiting) continue;
-        const taker = nextTaker(open, turn, row.seq, eligible);
-        if (taker === -1) continue;
-        const claim = open[taker]!;
-        claim.chosen.push(row);
-        const full = claim.chosen.length === claim.request.limit;
-        if (taker === turn) dealt++;
-        if (full) open.splice(taker, 1);
-        // A row taken out of turn (the worker in turn may not run it) leaves the turn where it is.
-        if (full && taker < turn) turn--;
-        else if (taker === turn && (full || dealt === share)) {
-          if (!full) turn++;
-          dealt = 0;
-        }
-        wanted--;
-        queued--;
-        if (turn >= open.length) {
-          turn = 0;
-          share = fairShare();
-        }
-        if (wanted === 0) break scan;
-      }
-      if (page.length < pageLimit) {
-        queueEnded = true;
-        break;
-      }
-      pageSize = Math.min(Math.max(pageSize, 16) * 4, 1024);
-    }
-    // A worker part way through its turn has had it: the next claim begins with the one after.
-    if (dealt > 0) turn++;
-    const roundOver = turn >= open.length;
-    this.dealing.resumeAt = roundOver ? undefined : open[turn]!.request.name;
-    this.dealing.share = roundOver || queueEnded ? 0 : share;
-    return claims.map((claim) => {
-      if (claim.ineligibleThrough > claim.cursor) this.claimCursors.set(claim.cursorKey, claim.ineligibleThrough);
+    const chosen = this.dealer.deal(requests, this.sql.queuedCount(), now, this.sql.queuedPage);
+    return chosen.map((rows, i) => {
       const tasks: ClaimedTask[] = [];
-      for (const row of claim.chosen) {
-        if (!this.sql.claim(row.seq, claim.request.name, now)) continue;
+      for (const row of rows) {
+        if (!this.sql.claim(row.seq, requests[i]!.name, now)) continue;
         this.writes.moveCount('queued', 'assigned');
         row.attempts += 1;
         if (this.openAttempts.size < OPEN_ATTEMPTS_KEPT) this.openAttempts.set(row.id, claimedAttemptRow(row));
@@ -568,9 +453,7 @@ export class SqliteStore implements Store {
     row.status = 'queued';
     row.finished_at = null;
     row.not_before = delayed ? Date.now() + retryDelayMs(row.attempts) : 0;
-    for (const [key, cursor] of this.claimCursors) {
-      if (cursor >= row.seq) this.claimCursors.set(key, row.seq - 1);
-    }
+    this.dealer.requeued(row.seq);
   }
 
   private end(row: Pick<TaskRow, 'status' | 'finished_at'>, status: TaskStatus, now: number): void {
@@ -613,36 +496,8 @@ function sqliteCode(error: unknown): string | undefined {
   return typeof code === 'string' && code.startsWith('SQLITE_') ? code : undefined;
 }
 
-/** Index of the first worker from `turn` on (wrapping) that may run the row, or -1. */
-function nextTaker(open: WorkerClaim[], turn: number, seq: number, eligible: (worker: ClaimRequest) => boolean): number {
-  for (let tried = 0; tried < open.length; tried++) {
-    const at = (turn + tried) % open.length;
-    const claim = open[at]!;
-    if (seq > claim.cursor && eligible(claim.request)) return at;
-  }
-  return -1;
-}
-
-/** Which workers may take the row; its labels are parsed at most once, however many ask. */
-function rowEligibility(row: QueuedRow): (worker: ClaimRequest) => boolean {
-  let labels: Record<string, string> | undefined;
-  return (worker) => {
-    if (row.target_node !== null && row.target_node !== worker.name) return false;
-    if (row.labels_json === '{}') return true;
-    labels ??= parseRecord(row.labels_json);
-    return isEligible({ labels }, worker);
-  };
-}
-
 function attemptState(row: AttemptRow): Pick<Task, 'attempts' | 'retries' | 'cancelRequested'> {
   return { attempts: row.attempts, retries: row.retries, cancelRequested: row.cancel_requested === 1 };
-}
-
-function canonicalJson(record: Record<string, string>): string {
-  const entries = Object.entries(record);
-  // Most workers have no labels, and a fleet's claim builds one key per worker on every pass.
-  if (entries.length === 0) return '[]';
-  return JSON.stringify(entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
 function parseCursor(cursor: string): number {

@@ -10,7 +10,8 @@ import { TASK_ID_PATTERN } from '../../src/core/ids.js';
 import type { NodeInfo } from '../../src/core/node.js';
 import { TASK_STATUSES, type Task, type TaskSpec } from '../../src/core/task.js';
 import { ValidationError } from '../../src/core/validation.js';
-import { CLAIM_SCAN_BUDGET, openSqliteStore, type SqliteStore } from '../../src/store/sqlite.js';
+import { CLAIM_SCAN_BUDGET } from '../../src/store/dealer.js';
+import { openSqliteStore, type SqliteStore } from '../../src/store/sqlite.js';
 import { MIGRATIONS, QUEUE_PAGE, prepareStatements } from '../../src/store/sqlite-schema.js';
 import { TRUNCATION_MARKER, type AttemptEvent, type ClaimedTask, type ClaimRequest, type OutputStreamName } from '../../src/store/store.js';
 

@@ -1,0 +1,178 @@
+// Which queued tasks go to which asking worker: the store's dealing policy, apart from how a
+// store reads its queue and records a claim. One walk down the queue for every asking worker:
+// rows are dealt to the workers in turn, a fair share at a time (what is queued, or wanted if
+// less, over the workers asking), each row to the worker whose turn it is or else the next that
+// may run it and has room. A short queue is so spread one task per worker; a deep one fills each
+// worker in one turn, and so in one message.
+//
+// Two things carry over from one deal to the next. Per worker, a cursor: rows ineligible for it
+// move it past them, until a row it could run (taken or not) or one waiting out a retry delay
+// freezes it, so its next deal starts there instead of rescanning a long ineligible head. And the
+// turn: when the scan budget stops a deal before every worker had its turn, the next deal serves
+// the next workers, at the same share, rather than the first ones again at a share shrunk by
+// what was dealt.
+import { isEligible } from '../core/task.js';
+import type { ClaimRequest } from './store.js';
+import { parseRecord } from './sqlite-schema.js';
+
+/** Most queued rows one deal examines, so a claim stays cheap however long the queue is. */
+export const CLAIM_SCAN_BUDGET = 4096;
+
+/** What dealing needs of a queued task. */
+export interface DealtRow {
+  seq: number;
+  /** Epoch ms before which a retried task may not run. */
+  not_before: number;
+  target_node: string | null;
+  labels_json: string;
+}
+
+/** A page of the queue: rows with a seq above `after`, oldest first, at most `limit`. */
+export type QueuePage<Row> = (after: number, limit: number) => Row[];
+
+/** One worker's part of a deal. */
+interface WorkerDeal<Row> {
+  request: ClaimRequest;
+  /** Position among the deal's requests: the order of turns. */
+  order: number;
+  cursorKey: string;
+  /** Every queued row up to here is known to be ineligible for this worker. */
+  cursor: number;
+  ineligibleThrough: number;
+  chosen: Row[];
+}
+
+export class Dealer {
+  /**
+   * Per worker (name and labels): the seq up to which every queued task is known to be
+   * ineligible for it. Only a hint: lowered whenever an older task returns to the queue.
+   */
+  private readonly cursors = new Map<string, number>();
+  /**
+   * Where the next deal resumes, and the share of the round of turns it is in. A round goes once
+   * through the workers in the order asked; its share is set when it begins and only raised by a
+   * deeper queue, so every worker of a large fleet gets the same share of a queue that takes
+   * several deals. A deal that empties the queue ends the share, not the turn: a trickle of
+   * tasks goes to one worker after another.
+   */
+  private resumeAt: string | undefined;
+  private roundShare = 0;
+
+  /**
+   * Chooses rows for each request, in its order, reading the queue through `page`; `queued` is
+   * how many tasks are queued. The caller records the claims: the state kept here assumes it does.
+   */
+  deal<Row extends DealtRow>(requests: ClaimRequest[], queued: number, now: number, page: QueuePage<Row>): Row[][] {
+    const deals = requests.map((request, order): WorkerDeal<Row> => {
+      const cursorKey = `${request.name}\n${canonicalJson(request.labels)}`;
+      const cursor = this.cursors.get(cursorKey) ?? 0;
+      return { request, order, cursorKey, cursor, ineligibleThrough: cursor, chosen: [] };
+    });
+    /** Workers with room left; `open[turn]` is being dealt its share, `dealt` rows so far. */
+    const open = deals.filter((deal) => deal.request.limit > 0);
+    if (open.length === 0) return deals.map(() => []);
+    let wanted = open.reduce((sum, deal) => sum + deal.request.limit, 0);
+    const fairShare = (): number => Math.max(1, Math.ceil(Math.min(queued, wanted) / Math.max(1, open.length)));
+    const resumeAt = deals.find((deal) => deal.request.name === this.resumeAt)?.order ?? 0;
+    let turn = open.findIndex((deal) => deal.order >= resumeAt);
+    // Past the last worker: a new round of turns begins.
+    if (turn === -1) turn = 0;
+    let share = turn === 0 ? fairShare() : Math.max(fairShare(), this.roundShare);
+    /** Workers whose cursor may still move: no row they could run (or a waiting one) met yet. */
+    let movable = open;
+    let dealt = 0;
+    let queueEnded = false;
+    let after = Math.min(...open.map((deal) => deal.cursor));
+    let budget = CLAIM_SCAN_BUDGET;
+    // The first page is just what is wanted: usually the head of the queue is eligible.
+    let pageSize = wanted;
+    scan: while (wanted > 0 && budget > 0) {
+      const pageLimit = Math.min(pageSize, budget);
+      const rows = page(after, pageLimit);
+      budget -= rows.length;
+      for (const row of rows) {
+        after = row.seq;
+        const waiting = row.not_before > now;
+        const eligible = rowEligibility(row);
+        if (movable.length > 0) {
+          movable = movable.filter((deal) => {
+            if (row.seq <= deal.cursor) return true;
+            if (waiting || eligible(deal.request)) return false;
+            deal.ineligibleThrough = row.seq;
+            return true;
+          });
+        }
+        if (waiting) continue;
+        const taker = nextTaker(open, turn, row.seq, eligible);
+        if (taker === -1) continue;
+        const deal = open[taker]!;
+        deal.chosen.push(row);
+        const full = deal.chosen.length === deal.request.limit;
+        if (taker === turn) dealt++;
+        if (full) open.splice(taker, 1);
+        // A row taken out of turn (the worker in turn may not run it) leaves the turn where it is.
+        if (full && taker < turn) turn--;
+        else if (taker === turn && (full || dealt === share)) {
+          if (!full) turn++;
+          dealt = 0;
+        }
+        wanted--;
+        queued--;
+        if (turn >= open.length) {
+          turn = 0;
+          share = fairShare();
+        }
+        if (wanted === 0) break scan;
+      }
+      if (rows.length < pageLimit) {
+        queueEnded = true;
+        break;
+      }
+      pageSize = Math.min(Math.max(pageSize, 16) * 4, 1024);
+    }
+    // A worker part way through its turn has had it: the next deal begins with the one after.
+    if (dealt > 0) turn++;
+    const roundOver = turn >= open.length;
+    this.resumeAt = roundOver ? undefined : open[turn]!.request.name;
+    this.roundShare = roundOver || queueEnded ? 0 : share;
+    return deals.map((deal) => {
+      if (deal.ineligibleThrough > deal.cursor) this.cursors.set(deal.cursorKey, deal.ineligibleThrough);
+      return deal.chosen;
+    });
+  }
+
+  /** The task at `seq` is back in the queue: no worker's cursor may stay past it. */
+  requeued(seq: number): void {
+    for (const [key, cursor] of this.cursors) {
+      if (cursor >= seq) this.cursors.set(key, seq - 1);
+    }
+  }
+}
+
+/** Index of the first worker from `turn` on (wrapping) that may run the row, or -1. */
+function nextTaker(open: WorkerDeal<unknown>[], turn: number, seq: number, eligible: (worker: ClaimRequest) => boolean): number {
+  for (let tried = 0; tried < open.length; tried++) {
+    const at = (turn + tried) % open.length;
+    const deal = open[at]!;
+    if (seq > deal.cursor && eligible(deal.request)) return at;
+  }
+  return -1;
+}
+
+/** Which workers may take the row; its labels are parsed at most once, however many ask. */
+function rowEligibility(row: DealtRow): (worker: ClaimRequest) => boolean {
+  let labels: Record<string, string> | undefined;
+  return (worker) => {
+    if (row.target_node !== null && row.target_node !== worker.name) return false;
+    if (row.labels_json === '{}') return true;
+    labels ??= parseRecord(row.labels_json);
+    return isEligible({ labels }, worker);
+  };
+}
+
+function canonicalJson(record: Record<string, string>): string {
+  const entries = Object.entries(record);
+  // Most workers have no labels, and a fleet's claim builds one key per worker on every pass.
+  if (entries.length === 0) return '[]';
+  return JSON.stringify(entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
