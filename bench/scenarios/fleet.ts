@@ -118,20 +118,16 @@ export const fleet: Scenario = {
     for (let pair = 0; pair < (quick ? 1 : PAIRS); pair++) {
       // Only the first pair measures the idle fleet; later ones drain at once.
       const idle = pair === 0 ? { settleMs, windowMs } : { settleMs: 0, windowMs: 0 };
-      const runSmall = (): Promise<FleetRun> => {
-        log(`pair ${pair + 1}, baseline: ${SMALL_FLEET} simulated workers ×${CONCURRENCY}`);
-        return runFleet({ size: SMALL_FLEET, concurrency: CONCURRENCY, tasks, ...idle }, log);
-      };
-      const runBig = (): Promise<FleetRun> => {
-        log(`pair ${pair + 1}, dcli: ${size} simulated workers ×${CONCURRENCY}`);
-        return runFleet({ size, concurrency: CONCURRENCY, tasks, ...idle }, log);
+      const run = (side: string, workers: number): Promise<FleetRun> => {
+        log(`pair ${pair + 1}, ${side}: ${workers} simulated workers ×${CONCURRENCY}`);
+        return runFleet({ size: workers, concurrency: CONCURRENCY, tasks, ...idle }, log);
       };
       if (pair % 2 === 0) {
-        const small = await runSmall();
-        pairs.push({ small, big: await runBig() });
+        const small = await run('baseline', SMALL_FLEET);
+        pairs.push({ small, big: await run('dcli', size) });
       } else {
-        const big = await runBig();
-        pairs.push({ small: await runSmall(), big });
+        const big = await run('dcli', size);
+        pairs.push({ small: await run('baseline', SMALL_FLEET), big });
       }
     }
     const { small, big } = pairs[0]!;

@@ -33,8 +33,7 @@ export const submission: Scenario = {
         if (answer.status === 201) {
           accepted++;
           answered = answer.json;
-        }
-        else if (REFUSALS.has(answer.status)) refused++;
+        } else if (REFUSALS.has(answer.status)) refused++;
         else throw new Error(`POST /tasks: HTTP ${answer.status} ${JSON.stringify(answer.json)}`);
       };
       log('dcli: warm-up');
