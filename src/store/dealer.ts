@@ -35,7 +35,8 @@ interface WorkerDeal<Row> {
   request: ClaimRequest;
   /** Position among the deal's requests: the order of turns. */
   order: number;
-  cursorKey: string;
+  /** Its key in the cursors; built only when needed. */
+  cursorKey: string | undefined;
   /** Every queued row up to here is known to be ineligible for this worker. */
   cursor: number;
   ineligibleThrough: number;
@@ -63,17 +64,29 @@ export class Dealer {
    * how many tasks are queued. The caller records the claims: the state kept here assumes it does.
    */
   deal<Row extends DealtRow>(requests: ClaimRequest[], queued: number, now: number, page: QueuePage<Row>): Row[][] {
-    const deals = requests.map((request, order): WorkerDeal<Row> => {
-      const cursorKey = `${request.name}\n${canonicalJson(request.labels)}`;
-      const cursor = this.cursors.get(cursorKey) ?? 0;
-      return { request, order, cursorKey, cursor, ineligibleThrough: cursor, chosen: [] };
-    });
+    // Per asking worker, a few words of state: a large fleet asks in every deal, and most of it is
+    // not reached. Keys are built, and cursors looked up, only once some worker has a cursor.
+    const withCursors = this.cursors.size > 0;
+    const deals: WorkerDeal<Row>[] = [];
     /** Workers with room left; `open[turn]` is being dealt its share, `dealt` rows so far. */
-    const open = deals.filter((deal) => deal.request.limit > 0);
+    const open: WorkerDeal<Row>[] = [];
+    let wanted = 0;
+    let after = Number.POSITIVE_INFINITY;
+    let resumeAt = 0;
+    for (let order = 0; order < requests.length; order++) {
+      const request = requests[order]!;
+      const cursorKey = withCursors ? workerKey(request) : undefined;
+      const cursor = cursorKey === undefined ? 0 : (this.cursors.get(cursorKey) ?? 0);
+      const deal: WorkerDeal<Row> = { request, order, cursorKey, cursor, ineligibleThrough: cursor, chosen: [] };
+      deals.push(deal);
+      if (request.name === this.resumeAt) resumeAt = order;
+      if (request.limit <= 0) continue;
+      open.push(deal);
+      wanted += request.limit;
+      after = Math.min(after, cursor);
+    }
     if (open.length === 0) return deals.map(() => []);
-    let wanted = open.reduce((sum, deal) => sum + deal.request.limit, 0);
     const fairShare = (): number => Math.max(1, Math.ceil(Math.min(queued, wanted) / Math.max(1, open.length)));
-    const resumeAt = deals.find((deal) => deal.request.name === this.resumeAt)?.order ?? 0;
     let turn = open.findIndex((deal) => deal.order >= resumeAt);
     // Past the last worker: a new round of turns begins.
     if (turn === -1) turn = 0;
@@ -82,7 +95,6 @@ export class Dealer {
     let movable = open;
     let dealt = 0;
     let queueEnded = false;
-    let after = Math.min(...open.map((deal) => deal.cursor));
     let budget = CLAIM_SCAN_BUDGET;
     // The first page is just what is wanted: usually the head of the queue is eligible.
     let pageSize = wanted;
@@ -136,7 +148,7 @@ export class Dealer {
     this.resumeAt = roundOver ? undefined : open[turn]!.request.name;
     this.roundShare = roundOver || queueEnded ? 0 : share;
     return deals.map((deal) => {
-      if (deal.ineligibleThrough > deal.cursor) this.cursors.set(deal.cursorKey, deal.ineligibleThrough);
+      if (deal.ineligibleThrough > deal.cursor) this.cursors.set(deal.cursorKey ?? workerKey(deal.request), deal.ineligibleThrough);
       return deal.chosen;
     });
   }
@@ -170,9 +182,8 @@ function rowEligibility(row: DealtRow): (worker: ClaimRequest) => boolean {
   };
 }
 
-function canonicalJson(record: Record<string, string>): string {
-  const entries = Object.entries(record);
-  // Most workers have no labels, and a fleet's claim builds one key per worker on every pass.
-  if (entries.length === 0) return '[]';
-  return JSON.stringify(entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+/** A worker's cursor key: its name and labels, which decide what it may run. */
+function workerKey({ name, labels }: ClaimRequest): string {
+  const entries = Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return `${name}\n${JSON.stringify(entries)}`;
 }
