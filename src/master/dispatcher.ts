@@ -70,9 +70,11 @@ export class Dispatcher {
 
   /** One claim for every worker with room, and its deliveries. */
   private async round(): Promise<void> {
+    // One cheap count spares a claim per idle worker when there is nothing to hand out; and with
+    // nothing queued (a large fleet reporting), no round reads the whole registry.
+    if (!this.registry.anyDispatchable() || (await this.store.countTasks()).queued === 0) return;
     const workers = this.registry.dispatchable();
-    // One cheap count spares a claim per idle worker when there is nothing to hand out.
-    if (workers.length === 0 || (await this.store.countTasks()).queued === 0) return;
+    if (workers.length === 0) return;
     const requests = workers.map((worker) => ({ name: worker.info.name, labels: worker.info.labels, limit: freeSlots(worker) }));
     const claimed = await this.store.claimTasks(requests, Date.now());
     const deliveries: Promise<number>[] = [];
@@ -82,7 +84,7 @@ export class Dispatcher {
     const delivered = (await Promise.all(deliveries)).reduce((sum, count) => sum + count, 0);
     // A claim examines a bounded number of rows: while rounds hand tasks out and room is left,
     // carry on, rather than wait for a finish or the liveness sweep's kick.
-    if (delivered > 0 && this.registry.dispatchable().length > 0) this.kickedDuringPass = true;
+    if (delivered > 0 && this.registry.anyDispatchable()) this.kickedDuringPass = true;
   }
 
   /**

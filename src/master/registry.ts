@@ -98,9 +98,17 @@ export class NodeRegistry {
   dispatchable(): WorkerEntry[] {
     const ready: WorkerEntry[] = [];
     for (const entry of this.workers.values()) {
-      if (entry.channel && entry.info.status === 'online' && freeSlots(entry) > 0) ready.push(entry);
+      if (isDispatchable(entry)) ready.push(entry);
     }
     return ready;
+  }
+
+  /** Whether any worker can take tasks now; stops at the first, where dispatchable() reads all. */
+  anyDispatchable(): boolean {
+    for (const entry of this.workers.values()) {
+      if (isDispatchable(entry)) return true;
+    }
+    return false;
   }
 
   /**
@@ -128,6 +136,10 @@ export class NodeRegistry {
 function sameLabels(a: Record<string, string>, b: Record<string, string>): boolean {
   const keys = Object.keys(a);
   return keys.length === Object.keys(b).length && keys.every((key) => a[key] === b[key]);
+}
+
+function isDispatchable(entry: WorkerEntry): boolean {
+  return entry.channel !== undefined && entry.info.status === 'online' && freeSlots(entry) > 0;
 }
 
 export function freeSlots(entry: WorkerEntry): number {
