@@ -69,3 +69,29 @@ describe('NodeRegistry write-through of last-seen times', () => {
     expect(registry.expired(11_001, 10_000)).toEqual([entry]);
   });
 });
+
+describe('NodeRegistry dispatchable workers', () => {
+  const channel = { acceptsBatches: true, send: () => true, close: () => {} };
+
+  it('lists only connected, online workers with a free slot, and says whether there is any', () => {
+    const registry = new NodeRegistry();
+    const seen = (): [string[], boolean] => [registry.dispatchable().map((entry) => entry.info.name), registry.anyDispatchable()];
+    registry.heartbeat(beat(1000, { name: 'a', id: 'a', concurrency: 1 }));
+    registry.heartbeat(beat(1000, { name: 'b', id: 'b', status: 'draining' }));
+    expect(seen()).toEqual([[], false]);
+
+    registry.attach('b', channel);
+    expect(seen()).toEqual([[], false]);
+    const a = registry.attach('a', channel)!;
+    expect(seen()).toEqual([['a'], true]);
+
+    a.inFlight.set('t1', 1);
+    expect(seen()).toEqual([[], false]);
+    registry.heartbeat(beat(2000, { name: 'b', id: 'b' }));
+    expect(seen()).toEqual([['b'], true]);
+    registry.release('a', 't1', 1);
+    expect(seen()).toEqual([['a', 'b'], true]);
+    registry.detach('a', channel);
+    expect(seen()).toEqual([['b'], true]);
+  });
+});
