@@ -1,6 +1,6 @@
 // Resource use of another process, read from /proc: resident memory and CPU time.
 import { readFileSync } from 'node:fs';
-import { processStat } from '../../tests/support/process-tree.js';
+import { processStat, threadCpuTicks } from '../../tests/support/process-tree.js';
 
 /** Clock ticks per second of /proc/PID/stat times (USER_HZ; 100 on every Linux of note). */
 const TICKS_PER_SECOND = 100;
@@ -24,6 +24,23 @@ export function cpuSeconds(pid: number): number {
 export function cpuClock(pid: number): () => number {
   const start = cpuSeconds(pid);
   return () => cpuSeconds(pid) - start;
+}
+
+/**
+ * A stopwatch of a process's CPU time split by thread: the returned function gives the seconds its
+ * main thread and its other threads (for Node, mostly garbage collection helpers) used since.
+ */
+export function threadCpuClock(pid: number): () => { main: number; others: number } {
+  const read = (): { main: number; others: number } => {
+    const ticks = threadCpuTicks(pid);
+    if (!ticks) throw new Error(`no process ${pid}`);
+    return ticks;
+  };
+  const start = read();
+  return () => {
+    const now = read();
+    return { main: (now.main - start.main) / TICKS_PER_SECOND, others: (now.others - start.others) / TICKS_PER_SECOND };
+  };
 }
 
 /** Samples a process's RSS on a timer, keeping the first and the highest reading. */

@@ -10,7 +10,7 @@
 import { startMaster, type Master } from '../lib/cluster.js';
 import { metricValue } from '../lib/http.js';
 import { closedLoop } from '../lib/load.js';
-import { cpuClock, RssSampler } from '../lib/proc-stats.js';
+import { cpuClock, RssSampler, threadCpuClock } from '../lib/proc-stats.js';
 import { atLeast, below, type Scenario, type ScenarioResult } from '../lib/report.js';
 import { SimFleet } from '../lib/sim-worker.js';
 import { median } from '../lib/stats.js';
@@ -39,6 +39,9 @@ interface FleetRun {
   drainPerSecond: number;
   /** Master CPU time per task drained: far less disturbed by other load than the rate. */
   drainCpuMicrosPerTask: number;
+  /** The same, of the master's main thread alone, and of its other threads (GC helpers). */
+  drainMainThreadMicrosPerTask: number;
+  drainOtherThreadsMicrosPerTask: number;
 }
 
 interface FleetPlan {
@@ -78,9 +81,11 @@ async function runFleet({ size, concurrency, tasks, settleMs, windowMs }: FleetP
     log(`  draining them with ${size} workers ×${concurrency}`);
     start = now();
     const drainCpu = cpuClock(master.proc.pid);
+    const drainThreads = threadCpuClock(master.proc.pid);
     await fleet.setDraining(false);
     const end = await fleet.waitFinished(tasks, Math.max(60_000, tasks * 3));
     const drainCpuMicrosPerTask = (drainCpu() * 1e6) / tasks;
+    const threads = drainThreads();
     const counts = await master.api.taskCounts();
     if (counts.succeeded !== tasks) throw new Error(`expected ${tasks} succeeded tasks, got ${JSON.stringify(counts)}`);
     rss.stop();
@@ -95,6 +100,8 @@ async function runFleet({ size, concurrency, tasks, settleMs, windowMs }: FleetP
       peakRssBytes: rss.peak,
       drainPerSecond: tasks / ((end - start) / 1000),
       drainCpuMicrosPerTask,
+      drainMainThreadMicrosPerTask: (threads.main * 1e6) / tasks,
+      drainOtherThreadsMicrosPerTask: (threads.others * 1e6) / tasks,
     };
   } finally {
     rss.stop();
@@ -135,10 +142,14 @@ export const fleet: Scenario = {
     const smallWorkers = await runFleet({ size, concurrency: SMALL_WORKER_CONCURRENCY, tasks, settleMs: 0, windowMs: 0 }, log);
     const pairRatios = pairs.map((pair) => pair.big.drainPerSecond / pair.small.drainPerSecond);
     const ratio = median(pairRatios);
-    const drainPerSecond = median(pairs.map((pair) => pair.big.drainPerSecond));
-    const baselineDrainPerSecond = median(pairs.map((pair) => pair.small.drainPerSecond));
-    const drainCpuMicrosPerTask = median(pairs.map((pair) => pair.big.drainCpuMicrosPerTask));
-    const baselineDrainCpuMicrosPerTask = median(pairs.map((pair) => pair.small.drainCpuMicrosPerTask));
+    /** One side's median of a drain figure over the pairs. */
+    const medianOf = (side: 'big' | 'small', figure: keyof FleetRun): number => median(pairs.map((pair) => pair[side][figure]));
+    const drainPerSecond = medianOf('big', 'drainPerSecond');
+    const baselineDrainPerSecond = medianOf('small', 'drainPerSecond');
+    const drainCpuMicrosPerTask = medianOf('big', 'drainCpuMicrosPerTask');
+    const baselineDrainCpuMicrosPerTask = medianOf('small', 'drainCpuMicrosPerTask');
+    const threadsNote = (side: 'big' | 'small'): string =>
+      `${medianOf(side, 'drainMainThreadMicrosPerTask').toFixed(1)} + ${medianOf(side, 'drainOtherThreadsMicrosPerTask').toFixed(1)} µs`;
     const peakRssBytes = Math.max(...pairs.map((pair) => pair.big.peakRssBytes));
     const baselinePeakRssBytes = Math.max(...pairs.map((pair) => pair.small.peakRssBytes));
     const smallWorkersRatio = smallWorkers.drainPerSecond / baselineDrainPerSecond;
@@ -158,6 +169,8 @@ export const fleet: Scenario = {
         peakRssMB: peakRssBytes / MB,
         drainPerSecond,
         drainCpuMicrosPerTask,
+        drainMainThreadMicrosPerTask: medianOf('big', 'drainMainThreadMicrosPerTask'),
+        drainOtherThreadsMicrosPerTask: medianOf('big', 'drainOtherThreadsMicrosPerTask'),
         smallWorkersDrainPerSecond: smallWorkers.drainPerSecond,
         smallWorkersPeakRssMB: smallWorkers.peakRssBytes / MB,
       },
@@ -169,6 +182,8 @@ export const fleet: Scenario = {
         peakRssMB: baselinePeakRssBytes / MB,
         drainPerSecond: baselineDrainPerSecond,
         drainCpuMicrosPerTask: baselineDrainCpuMicrosPerTask,
+        drainMainThreadMicrosPerTask: medianOf('small', 'drainMainThreadMicrosPerTask'),
+        drainOtherThreadsMicrosPerTask: medianOf('small', 'drainOtherThreadsMicrosPerTask'),
       },
       checks: [
         {
@@ -198,7 +213,7 @@ export const fleet: Scenario = {
         `Each simulated worker has its own channel and TCP connection ('grpc.use_local_subchannel_pool'); all run in the bench process.`,
         `${tasks} tasks; every worker of the comparison has concurrency ${CONCURRENCY}, as in scenario 2. Heartbeat failures: ${big.heartbeatFailures}.`,
         `Drains in pairs, ${size} against ${SMALL_FLEET} workers (tasks/s): ${pairs.map((pair, i) => `${Math.round(pair.big.drainPerSecond)} against ${Math.round(pair.small.drainPerSecond)}: ${pairRatios[i]!.toFixed(2)}×`).join('; ')}. The ratio is their median; the rates shown are each side's median, and the peak RSS the highest of the fleet's runs.`,
-        `Master CPU per task drained (medians): ${drainCpuMicrosPerTask.toFixed(1)} µs with ${size} workers, ${baselineDrainCpuMicrosPerTask.toFixed(1)} µs with ${SMALL_FLEET} (${(baselineDrainCpuMicrosPerTask / drainCpuMicrosPerTask).toFixed(2)}×, the drain ratio this predicts while the master is the bottleneck).`,
+        `Master CPU per task drained (medians): ${drainCpuMicrosPerTask.toFixed(1)} µs with ${size} workers, ${baselineDrainCpuMicrosPerTask.toFixed(1)} µs with ${SMALL_FLEET} (${(baselineDrainCpuMicrosPerTask / drainCpuMicrosPerTask).toFixed(2)}×, the drain ratio this predicts while the master is the bottleneck). By thread, main + the others (mostly V8's garbage-collection helpers): ${threadsNote('big')} against ${threadsNote('small')}.`,
         `${size} workers ×${SMALL_WORKER_CONCURRENCY} (at most ${SMALL_WORKER_CONCURRENCY} tasks a message): ${Math.round(smallWorkers.drainPerSecond)} tasks/s, ${smallWorkersRatio.toFixed(2)}× the ${SMALL_FLEET} workers; peak RSS ${(smallWorkers.peakRssBytes / MB).toFixed(0)} MB.`,
       ],
     };

@@ -18,9 +18,33 @@ export interface ProcessStat extends ProcessId {
 
 /** /proc/PID/stat, or undefined once the process is gone. */
 export function processStat(pid: number): ProcessStat | undefined {
+  return readStat(`/proc/${pid}/stat`, pid);
+}
+
+/**
+ * CPU ticks of a process's main thread and of its other threads together (for Node: V8's
+ * garbage-collection and compiler helpers, libuv's pool), or undefined once the process is gone.
+ */
+export function threadCpuTicks(pid: number): { main: number; others: number } | undefined {
+  let threads: string[];
+  try {
+    threads = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return undefined;
+  }
+  const ticks = { main: 0, others: 0 };
+  for (const tid of threads) {
+    // A thread that ended since the listing takes its ticks with it.
+    const stat = readStat(`/proc/${pid}/task/${tid}/stat`, Number(tid));
+    if (stat) ticks[stat.pid === pid ? 'main' : 'others'] += stat.cpuTicks;
+  }
+  return ticks;
+}
+
+function readStat(path: string, pid: number): ProcessStat | undefined {
   let stat: string;
   try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    stat = readFileSync(path, 'utf8');
   } catch {
     return undefined;
   }
