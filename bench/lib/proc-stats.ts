@@ -1,6 +1,6 @@
 // Resource use of another process, read from /proc: resident memory and CPU time.
 import { readFileSync } from 'node:fs';
-import { processStat, threadCpuTicks } from '../../tests/support/process-tree.js';
+import { processStat, threadCpuTicks, type ThreadSplit } from '../../tests/support/process-tree.js';
 
 /** Clock ticks per second of /proc/PID/stat times (USER_HZ; 100 on every Linux of note). */
 const TICKS_PER_SECOND = 100;
@@ -30,8 +30,8 @@ export function cpuClock(pid: number): () => number {
  * A stopwatch of a process's CPU time split by thread: the returned function gives the seconds its
  * main thread and its other threads (for Node, mostly garbage collection helpers) used since.
  */
-export function threadCpuClock(pid: number): () => { main: number; others: number } {
-  const read = (): { main: number; others: number } => {
+export function threadCpuClock(pid: number): () => ThreadSplit {
+  const read = (): ThreadSplit => {
     const ticks = threadCpuTicks(pid);
     if (!ticks) throw new Error(`no process ${pid}`);
     return ticks;

@@ -11,6 +11,7 @@ import { startMaster, type Master } from '../lib/cluster.js';
 import { metricValue } from '../lib/http.js';
 import { closedLoop } from '../lib/load.js';
 import { cpuClock, RssSampler, threadCpuClock } from '../lib/proc-stats.js';
+import type { ThreadSplit } from '../../tests/support/process-tree.js';
 import { atLeast, below, type Scenario, type ScenarioResult } from '../lib/report.js';
 import { SimFleet } from '../lib/sim-worker.js';
 import { median } from '../lib/stats.js';
@@ -148,8 +149,13 @@ export const fleet: Scenario = {
     const baselineDrainPerSecond = medianOf('small', 'drainPerSecond');
     const drainCpuMicrosPerTask = medianOf('big', 'drainCpuMicrosPerTask');
     const baselineDrainCpuMicrosPerTask = medianOf('small', 'drainCpuMicrosPerTask');
-    const threadsNote = (side: 'big' | 'small'): string =>
-      `${medianOf(side, 'drainMainThreadMicrosPerTask').toFixed(1)} + ${medianOf(side, 'drainOtherThreadsMicrosPerTask').toFixed(1)} µs`;
+    const threadsOf = (side: 'big' | 'small'): ThreadSplit => ({
+      main: medianOf(side, 'drainMainThreadMicrosPerTask'),
+      others: medianOf(side, 'drainOtherThreadsMicrosPerTask'),
+    });
+    const threads = threadsOf('big');
+    const baselineThreads = threadsOf('small');
+    const threadsNote = ({ main, others }: ThreadSplit): string => `${main.toFixed(1)} + ${others.toFixed(1)} µs`;
     const peakRssBytes = Math.max(...pairs.map((pair) => pair.big.peakRssBytes));
     const baselinePeakRssBytes = Math.max(...pairs.map((pair) => pair.small.peakRssBytes));
     const smallWorkersRatio = smallWorkers.drainPerSecond / baselineDrainPerSecond;
@@ -169,8 +175,8 @@ export const fleet: Scenario = {
         peakRssMB: peakRssBytes / MB,
         drainPerSecond,
         drainCpuMicrosPerTask,
-        drainMainThreadMicrosPerTask: medianOf('big', 'drainMainThreadMicrosPerTask'),
-        drainOtherThreadsMicrosPerTask: medianOf('big', 'drainOtherThreadsMicrosPerTask'),
+        drainMainThreadMicrosPerTask: threads.main,
+        drainOtherThreadsMicrosPerTask: threads.others,
         smallWorkersDrainPerSecond: smallWorkers.drainPerSecond,
         smallWorkersPeakRssMB: smallWorkers.peakRssBytes / MB,
       },
@@ -182,8 +188,8 @@ export const fleet: Scenario = {
         peakRssMB: baselinePeakRssBytes / MB,
         drainPerSecond: baselineDrainPerSecond,
         drainCpuMicrosPerTask: baselineDrainCpuMicrosPerTask,
-        drainMainThreadMicrosPerTask: medianOf('small', 'drainMainThreadMicrosPerTask'),
-        drainOtherThreadsMicrosPerTask: medianOf('small', 'drainOtherThreadsMicrosPerTask'),
+        drainMainThreadMicrosPerTask: baselineThreads.main,
+        drainOtherThreadsMicrosPerTask: baselineThreads.others,
       },
       checks: [
         {
@@ -213,7 +219,7 @@ export const fleet: Scenario = {
         `Each simulated worker has its own channel and TCP connection ('grpc.use_local_subchannel_pool'); all run in the bench process.`,
         `${tasks} tasks; every worker of the comparison has concurrency ${CONCURRENCY}, as in scenario 2. Heartbeat failures: ${big.heartbeatFailures}.`,
         `Drains in pairs, ${size} against ${SMALL_FLEET} workers (tasks/s): ${pairs.map((pair, i) => `${Math.round(pair.big.drainPerSecond)} against ${Math.round(pair.small.drainPerSecond)}: ${pairRatios[i]!.toFixed(2)}×`).join('; ')}. The ratio is their median; the rates shown are each side's median, and the peak RSS the highest of the fleet's runs.`,
-        `Master CPU per task drained (medians): ${drainCpuMicrosPerTask.toFixed(1)} µs with ${size} workers, ${baselineDrainCpuMicrosPerTask.toFixed(1)} µs with ${SMALL_FLEET} (${(baselineDrainCpuMicrosPerTask / drainCpuMicrosPerTask).toFixed(2)}×, the drain ratio this predicts while the master is the bottleneck). By thread, main + the others (mostly V8's garbage-collection helpers): ${threadsNote('big')} against ${threadsNote('small')}.`,
+        `Master CPU per task drained (medians): ${drainCpuMicrosPerTask.toFixed(1)} µs with ${size} workers, ${baselineDrainCpuMicrosPerTask.toFixed(1)} µs with ${SMALL_FLEET} (${(baselineDrainCpuMicrosPerTask / drainCpuMicrosPerTask).toFixed(2)}×, the drain ratio this predicts while the master is the bottleneck). By thread, main + the others (mostly V8's garbage-collection helpers): ${threadsNote(threads)} against ${threadsNote(baselineThreads)}.`,
         `${size} workers ×${SMALL_WORKER_CONCURRENCY} (at most ${SMALL_WORKER_CONCURRENCY} tasks a message): ${Math.round(smallWorkers.drainPerSecond)} tasks/s, ${smallWorkersRatio.toFixed(2)}× the ${SMALL_FLEET} workers; peak RSS ${(smallWorkers.peakRssBytes / MB).toFixed(0)} MB.`,
       ],
     };

@@ -21,18 +21,24 @@ export function processStat(pid: number): ProcessStat | undefined {
   return readStat(`/proc/${pid}/stat`, pid);
 }
 
+/** A figure split between a process's main thread and its other threads together. */
+export interface ThreadSplit {
+  main: number;
+  others: number;
+}
+
 /**
  * CPU ticks of a process's main thread and of its other threads together (for Node: V8's
  * garbage-collection and compiler helpers, libuv's pool), or undefined once the process is gone.
  */
-export function threadCpuTicks(pid: number): { main: number; others: number } | undefined {
+export function threadCpuTicks(pid: number): ThreadSplit | undefined {
   let threads: string[];
   try {
     threads = readdirSync(`/proc/${pid}/task`);
   } catch {
     return undefined;
   }
-  const ticks = { main: 0, others: 0 };
+  const ticks: ThreadSplit = { main: 0, others: 0 };
   for (const tid of threads) {
     // A thread that ended since the listing takes its ticks with it.
     const stat = readStat(`/proc/${pid}/task/${tid}/stat`, Number(tid));
