@@ -151,6 +151,15 @@ describe.each(['native', 'execa'] as const)('through the %s launcher', (kind) =>
       await task.result;
       expect(text('stdout')).toBe(`v 1|${process.env.PATH}|${dir}\n`);
     });
+
+    it("replaces the worker's variables, and looks the program up in the task's PATH", async () => {
+      const program = join(dir, 'dcli-test-program');
+      await writeFile(program, '#!/bin/sh\nprintf "%s|" "$HOME"; env | grep -c "^HOME="\n');
+      await chmod(program, 0o755);
+      const { task, text } = run(launcher, { argv: ['dcli-test-program'], env: { PATH: `${dir}:${process.env.PATH}`, HOME: '/elsewhere' } });
+      expect((await task.result).outcome).toBe('succeeded');
+      expect(text('stdout')).toBe('/elsewhere|1\n');
+    });
   });
 
   describe('spawn failures', () => {
