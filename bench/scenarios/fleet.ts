@@ -43,6 +43,8 @@ interface FleetRun {
   /** The same, of the master's main thread alone, and of its other threads (GC helpers). */
   drainMainThreadMicrosPerTask: number;
   drainOtherThreadsMicrosPerTask: number;
+  /** The bench process's CPU per task drained: the simulated workers, on the same two cores. */
+  drainSimulatorMicrosPerTask: number;
 }
 
 interface FleetPlan {
@@ -83,9 +85,11 @@ async function runFleet({ size, concurrency, tasks, settleMs, windowMs }: FleetP
     start = now();
     const drainCpu = cpuClock(master.proc.pid);
     const drainThreads = threadCpuClock(master.proc.pid);
+    const simulatorCpu = cpuClock(process.pid);
     await fleet.setDraining(false);
     const end = await fleet.waitFinished(tasks, Math.max(60_000, tasks * 3));
     const drainCpuMicrosPerTask = (drainCpu() * 1e6) / tasks;
+    const drainSimulatorMicrosPerTask = (simulatorCpu() * 1e6) / tasks;
     const threads = drainThreads();
     const counts = await master.api.taskCounts();
     if (counts.succeeded !== tasks) throw new Error(`expected ${tasks} succeeded tasks, got ${JSON.stringify(counts)}`);
@@ -103,6 +107,7 @@ async function runFleet({ size, concurrency, tasks, settleMs, windowMs }: FleetP
       drainCpuMicrosPerTask,
       drainMainThreadMicrosPerTask: (threads.main * 1e6) / tasks,
       drainOtherThreadsMicrosPerTask: (threads.others * 1e6) / tasks,
+      drainSimulatorMicrosPerTask,
     };
   } finally {
     rss.stop();
@@ -148,6 +153,8 @@ export const fleet: Scenario = {
     const drainPerSecond = medianOf('big', 'drainPerSecond');
     const baselineDrainPerSecond = medianOf('small', 'drainPerSecond');
     const drainCpuMicrosPerTask = medianOf('big', 'drainCpuMicrosPerTask');
+    const drainSimulatorMicrosPerTask = medianOf('big', 'drainSimulatorMicrosPerTask');
+    const baselineDrainSimulatorMicrosPerTask = medianOf('small', 'drainSimulatorMicrosPerTask');
     const baselineDrainCpuMicrosPerTask = medianOf('small', 'drainCpuMicrosPerTask');
     const threadsOf = (side: 'big' | 'small'): ThreadSplit => ({
       main: medianOf(side, 'drainMainThreadMicrosPerTask'),
@@ -177,6 +184,7 @@ export const fleet: Scenario = {
         drainCpuMicrosPerTask,
         drainMainThreadMicrosPerTask: threads.main,
         drainOtherThreadsMicrosPerTask: threads.others,
+        drainSimulatorMicrosPerTask,
         smallWorkersDrainPerSecond: smallWorkers.drainPerSecond,
         smallWorkersPeakRssMB: smallWorkers.peakRssBytes / MB,
       },
@@ -190,6 +198,7 @@ export const fleet: Scenario = {
         drainCpuMicrosPerTask: baselineDrainCpuMicrosPerTask,
         drainMainThreadMicrosPerTask: baselineThreads.main,
         drainOtherThreadsMicrosPerTask: baselineThreads.others,
+        drainSimulatorMicrosPerTask: baselineDrainSimulatorMicrosPerTask,
       },
       checks: [
         {
@@ -219,7 +228,7 @@ export const fleet: Scenario = {
         `Each simulated worker has its own channel and TCP connection ('grpc.use_local_subchannel_pool'); all run in the bench process.`,
         `${tasks} tasks; every worker of the comparison has concurrency ${CONCURRENCY}, as in scenario 2. Heartbeat failures: ${big.heartbeatFailures}.`,
         `Drains in pairs, ${size} against ${SMALL_FLEET} workers (tasks/s): ${pairs.map((pair, i) => `${Math.round(pair.big.drainPerSecond)} against ${Math.round(pair.small.drainPerSecond)}: ${pairRatios[i]!.toFixed(2)}×`).join('; ')}. The ratio is their median; the rates shown are each side's median, and the peak RSS the highest of the fleet's runs.`,
-        `Master CPU per task drained (medians): ${drainCpuMicrosPerTask.toFixed(1)} µs with ${size} workers, ${baselineDrainCpuMicrosPerTask.toFixed(1)} µs with ${SMALL_FLEET} (${(baselineDrainCpuMicrosPerTask / drainCpuMicrosPerTask).toFixed(2)}×, the drain ratio this predicts while the master is the bottleneck). By thread, main + the others (mostly V8's garbage-collection helpers): ${threadsNote(threads)} against ${threadsNote(baselineThreads)}.`,
+        `Master CPU per task drained (medians): ${drainCpuMicrosPerTask.toFixed(1)} µs with ${size} workers, ${baselineDrainCpuMicrosPerTask.toFixed(1)} µs with ${SMALL_FLEET} (${(baselineDrainCpuMicrosPerTask / drainCpuMicrosPerTask).toFixed(2)}×, the drain ratio this predicts while the master is the bottleneck). By thread, main + the others (mostly V8's garbage-collection helpers): ${threadsNote(threads)} against ${threadsNote(baselineThreads)}. The simulated workers (the bench process, on the same cores): ${drainSimulatorMicrosPerTask.toFixed(1)} against ${baselineDrainSimulatorMicrosPerTask.toFixed(1)} µs.`,
         `${size} workers ×${SMALL_WORKER_CONCURRENCY} (at most ${SMALL_WORKER_CONCURRENCY} tasks a message): ${Math.round(smallWorkers.drainPerSecond)} tasks/s, ${smallWorkersRatio.toFixed(2)}× the ${SMALL_FLEET} workers; peak RSS ${(smallWorkers.peakRssBytes / MB).toFixed(0)} MB.`,
       ],
     };
