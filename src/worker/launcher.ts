@@ -1,5 +1,5 @@
 // How the runner starts processes. Two launchers implement it: the native spawner (a small
-// helper process that forks cheaply, native-spawner.ts) and execa in this process (the fallback,
+// helper process that starts them cheaply, native-spawner.ts) and execa in this process (the fallback,
 // execa-launcher.ts). The runner (runner.ts) keeps the policy on top: timeouts, kills, results.
 import { describeError, type Logger } from '../core/log.js';
 import { execaLauncher } from './execa-launcher.js';

@@ -1,6 +1,6 @@
 // The native launcher: one long-lived helper process (dcli-spawner, built from spawner.c by
-// `npm run build`) forks every task. Node's own spawn copies this process's page tables and runs
-// much JavaScript per child; the helper is small, so a fork costs a fraction, and this side only
+// `npm run build`) starts every task, with vfork. Node's own spawn copies this process's page tables
+// and runs much JavaScript per child; the helper copies none and runs none, and this side only
 // writes one request and reads a few event frames per task. Output is relayed through the helper's
 // event pipe and reaches the observer as slices of the chunks read from it, without copies.
 import { spawn, type ChildProcess } from 'node:child_process';
