@@ -164,6 +164,14 @@ struct start_failure {
 /* In the child, between vfork and exec: it shares this process's memory, so it changes nothing
    of it and leaves only by exec or _exit. Failures are written to *failure. */
 static void run_child(volatile struct start_failure *failure, int out, int err, const char *cwd, char **argv) {
+  setsid();
+  /* A signal sent to the worker's process group before setsid (a Ctrl-C) waits here, blocked. It
+     was meant for the worker, not for a task that had not started: it is dropped (SIG_IGN
+     discards a pending signal), where it would kill the task once the defaults are back. */
+  sigset_t pending;
+  sigpending(&pending);
+  for (int number = 1; number < NSIG; number++)
+    if (sigismember(&pending, number) == 1) signal(number, SIG_IGN);
   /* Ignored signals would stay ignored across exec: the task starts with every default. The
      child has its own table of signal actions, so this leaves this process's alone. */
   for (int number = 1; number < NSIG; number++)
@@ -171,7 +179,6 @@ static void run_child(volatile struct start_failure *failure, int out, int err, 
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
-  setsid();
   uint8_t stage = STAGE_CHDIR;
   if (cwd[0] == '\0' || chdir(cwd) == 0) {
     stage = STAGE_SETUP;
