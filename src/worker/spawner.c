@@ -197,7 +197,7 @@ static void run_child(volatile struct start_failure *failure, int out, int err, 
  * /dev/null, its output into the given pipes and the environment `env` (NULL: this process's).
  * vfork, not fork: the child borrows this process's memory until exec, so no page table is copied
  * and no copy-on-write fault follows. On a VM where those are dear, 8 concurrent spawns of `true`
- * ran 1.6x faster than with fork (bench scenario 1's machine). It returns once the program is
+ * ran 1.7x faster than with fork (bench scenario 1's machine). It returns once the program is
  * executed or could not be, so a failure is known here; the price is that an exec stalled on a
  * hung file system holds up this process until it completes. Returns 0, or the errno of the
  * failure with its stage in *stage.
