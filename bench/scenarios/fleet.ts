@@ -153,9 +153,9 @@ export const fleet: Scenario = {
     const drainPerSecond = medianOf('big', 'drainPerSecond');
     const baselineDrainPerSecond = medianOf('small', 'drainPerSecond');
     const drainCpuMicrosPerTask = medianOf('big', 'drainCpuMicrosPerTask');
+    const baselineDrainCpuMicrosPerTask = medianOf('small', 'drainCpuMicrosPerTask');
     const drainSimulatorMicrosPerTask = medianOf('big', 'drainSimulatorMicrosPerTask');
     const baselineDrainSimulatorMicrosPerTask = medianOf('small', 'drainSimulatorMicrosPerTask');
-    const baselineDrainCpuMicrosPerTask = medianOf('small', 'drainCpuMicrosPerTask');
     const threadsOf = (side: 'big' | 'small'): ThreadSplit => ({
       main: medianOf(side, 'drainMainThreadMicrosPerTask'),
       others: medianOf(side, 'drainOtherThreadsMicrosPerTask'),

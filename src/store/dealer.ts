@@ -13,7 +13,7 @@
 // what was dealt.
 import { isEligible } from '../core/task.js';
 import type { ClaimRequest } from './store.js';
-import { parseRecord } from './sqlite-schema.js';
+import { parseRecord } from './records.js';
 
 /** Most queued rows one deal examines, so a claim stays cheap however long the queue is. */
 export const CLAIM_SCAN_BUDGET = 4096;

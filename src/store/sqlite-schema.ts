@@ -4,6 +4,7 @@ import type Database from 'better-sqlite3';
 import type { NodeInfo, NodeStatus } from '../core/node.js';
 import type { Task, TaskStatus } from '../core/task.js';
 import type { ClaimedTask, OutputStreamName } from './store.js';
+import { parseRecord } from './records.js';
 
 /** MIGRATIONS[n] brings a database from `PRAGMA user_version` n to n + 1. */
 export const MIGRATIONS: readonly string[] = [
@@ -392,10 +393,6 @@ export function migrate(db: Database.Database): void {
       db.pragma(`user_version = ${next + 1}`);
     })();
   }
-}
-
-export function parseRecord(json: string): Record<string, string> {
-  return json === '{}' ? {} : (JSON.parse(json) as Record<string, string>);
 }
 
 /** The optional parts of a task's command, set on `task` only when the row has them. */

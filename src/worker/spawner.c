@@ -45,8 +45,6 @@ enum { STAGE_CHDIR = 0, STAGE_EXEC = 1, STAGE_SETUP = 2 };
 #define HEADER_BYTES 9
 #define READ_CHUNK (64 * 1024)
 
-extern char **environ;
-
 struct task {
   uint32_t id;
   pid_t pid;
@@ -165,17 +163,18 @@ struct start_failure {
    of it and leaves only by exec or _exit. Failures are written to *failure. */
 static void run_child(volatile struct start_failure *failure, int out, int err, const char *cwd, char **argv) {
   setsid();
-  /* A signal sent to the worker's process group before setsid (a Ctrl-C) waits here, blocked. It
-     was meant for the worker, not for a task that had not started: it is dropped (SIG_IGN
-     discards a pending signal), where it would kill the task once the defaults are back. */
+  /* Ignored signals would stay ignored across exec: the task starts with every default. The
+     child has its own table of signal actions, so this leaves this process's alone. A signal sent
+     to the worker's process group before setsid (a Ctrl-C) waits here, blocked: it was meant for
+     the worker, not for a task not yet started, so it is dropped first (SIG_IGN discards a
+     pending signal) rather than kill the task once the defaults are back. */
   sigset_t pending;
   sigpending(&pending);
-  for (int number = 1; number < NSIG; number++)
+  for (int number = 1; number < NSIG; number++) {
+    if (number == SIGKILL || number == SIGSTOP) continue;
     if (sigismember(&pending, number) == 1) signal(number, SIG_IGN);
-  /* Ignored signals would stay ignored across exec: the task starts with every default. The
-     child has its own table of signal actions, so this leaves this process's alone. */
-  for (int number = 1; number < NSIG; number++)
-    if (number != SIGKILL && number != SIGSTOP) signal(number, SIG_DFL);
+    signal(number, SIG_DFL);
+  }
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
