@@ -341,14 +341,21 @@ export function prepareStatements(db: Database.Database) {
       `${LIST_FROM} AND assigned_node = @node AND status = @status ORDER BY seq DESC LIMIT @limit`,
     ),
     // The one place a claim's effect is written: a new attempt on this worker, starting afresh.
-    claim: (() => {
+    claimRun: (() => {
       const fresh = Object.entries(FRESH_ATTEMPT).map(([column, value]) => `${column} = ${sqlLiteral(value)}`);
       const statement = db.prepare(
         `UPDATE tasks SET ${fresh.join(', ')}, attempts = attempts + 1, assigned_node = ?, assigned_at = ?
-         WHERE seq = ? AND status = 'queued'`,
+         WHERE seq BETWEEN ? AND ? AND status = 'queued'`,
       );
-      /** False when the row was no longer queued: then it is not this claim's to hand out. */
-      return (seq: number, worker: string, now: number): boolean => statement.run(worker, now, seq).changes === 1;
+      /**
+       * Claims every queued task from seq `first` to `last` for `worker`, which must be `count`
+       * rows, as the queue was just read: a run of the queue is claimed by one statement, not one
+       * per row. Throws otherwise (rolling the batch back), as rows not meant would have been claimed.
+       */
+      return (first: number, last: number, count: number, worker: string, now: number): void => {
+        const { changes } = statement.run(worker, now, first, last);
+        if (changes !== count) throw new Error(`claimed ${changes} queued tasks from seq ${first} to ${last}, expected ${count}`);
+      };
     })(),
     countByStatus: db.prepare('SELECT status, n FROM task_counts'),
     queuedCount: (() => {

@@ -54,11 +54,11 @@ export class SqliteWriteQueue {
     });
   }
 
-  /** For ops of the open batch: a task moved from one status (null: a new task) to another. */
-  moveCount(from: TaskStatus | null, to: TaskStatus): void {
+  /** For ops of the open batch: `tasks` moved from one status (null: new tasks) to another. */
+  moveCount(from: TaskStatus | null, to: TaskStatus, tasks = 1): void {
     if (from === to) return;
-    if (from !== null) this.countDeltas.set(from, (this.countDeltas.get(from) ?? 0) - 1);
-    this.countDeltas.set(to, (this.countDeltas.get(to) ?? 0) + 1);
+    if (from !== null) this.countDeltas.set(from, (this.countDeltas.get(from) ?? 0) - tasks);
+    this.countDeltas.set(to, (this.countDeltas.get(to) ?? 0) + tasks);
   }
 
   /** Commits what is queued and refuses further writes. */

@@ -47,6 +47,7 @@ import {
   type AttemptRow,
   type NodeRow,
   type OutputRow,
+  type QueuedRow,
   type Statements,
   type TaskRow,
 } from './sqlite-schema.js';
@@ -333,19 +334,34 @@ export class SqliteStore implements Store {
     }
   }
 
-  /** Deals queued tasks to the asking workers (see Dealer) and records each as assigned. */
+  /**
+   * Deals queued tasks to the asking workers (see Dealer) and records each as assigned: one
+   * statement per run of a worker's rows that were read one after another from the queue, since
+   * then no other queued task lies between them.
+   */
   private claim(requests: ClaimRequest[], now: number): ClaimedTask[][] {
-    const chosen = this.dealer.deal(requests, this.sql.queuedCount(), now, this.sql.queuedPage);
+    /** Each row's position in the walk down the queue. */
+    const positions = new Map<number, number>();
+    const page = (after: number, limit: number): QueuedRow[] => {
+      const rows = this.sql.queuedPage(after, limit);
+      for (const row of rows) positions.set(row.seq, positions.size);
+      return rows;
+    };
+    const chosen = this.dealer.deal(requests, this.sql.queuedCount(), now, page);
     return chosen.map((rows, i) => {
-      const tasks: ClaimedTask[] = [];
-      for (const row of rows) {
-        if (!this.sql.claim(row.seq, requests[i]!.name, now)) continue;
-        this.writes.moveCount('queued', 'assigned');
+      const worker = requests[i]!.name;
+      let runStart = 0;
+      for (let end = 1; end <= rows.length; end++) {
+        if (end < rows.length && positions.get(rows[end]!.seq) === positions.get(rows[end - 1]!.seq)! + 1) continue;
+        this.sql.claimRun(rows[runStart]!.seq, rows[end - 1]!.seq, end - runStart, worker, now);
+        runStart = end;
+      }
+      this.writes.moveCount('queued', 'assigned', rows.length);
+      return rows.map((row) => {
         row.attempts += 1;
         if (this.openAttempts.size < OPEN_ATTEMPTS_KEPT) this.openAttempts.set(row.id, claimedAttemptRow(row));
-        tasks.push(rowToClaimedTask(row));
-      }
-      return tasks;
+        return rowToClaimedTask(row);
+      });
     });
   }
 
