@@ -19,6 +19,11 @@ export interface BullmqRun {
   prequeue: boolean;
   /** Stop here and count what completed so far (a slow baseline must not eat the run's budget). */
   maxMs: number;
+  /**
+   * Jobs completed before the timing starts, on top of `jobs` (with prequeue): the worker's
+   * start-up and first jobs (connections, compiling the hot code) are its warm-up rate, apart.
+   */
+  warmup?: number;
 }
 
 /** Whether Redis answers on 127.0.0.1:6379 (the baselines are skipped, not failed, without it). */
@@ -38,6 +43,8 @@ export async function redisAvailable(): Promise<boolean> {
 export interface BullmqResult {
   perSecond: number;
   completed: number;
+  /** The warm-up jobs per second, from the worker's start; null without a warm-up. */
+  warmupPerSecond: number | null;
 }
 
 /** Jobs completed per second, over all jobs or the first `maxMs`, whichever ends first. */
@@ -47,21 +54,26 @@ export async function bullmqRate(run: BullmqRun): Promise<BullmqResult> {
   let worker: Worker | undefined;
   let timer: NodeJS.Timeout | undefined;
   try {
+    const warmup = run.warmup ?? 0;
+    const total = warmup + run.jobs;
     const add = async (): Promise<void> => {
-      for (let first = 0; first < run.jobs; first += ADD_CHUNK) {
-        const size = Math.min(ADD_CHUNK, run.jobs - first);
+      for (let first = 0; first < total; first += ADD_CHUNK) {
+        const size = Math.min(ADD_CHUNK, total - first);
         await queue.addBulk(Array.from({ length: size }, (_, i) => ({ name: 'job', data: { i: first + i } })));
       }
     };
     let completed = 0;
+    let workerStartedAt = 0;
     let startedAt = 0;
     const done = new Promise<number>((resolve, reject) => {
       const start = (): void => {
-        startedAt = now();
+        workerStartedAt = startedAt = now();
         timer = setTimeout(() => resolve(now()), run.maxMs);
         worker = new Worker(name, run.process, { connection: REDIS, concurrency: run.concurrency });
         worker.on('completed', () => {
-          if (++completed === run.jobs) resolve(now());
+          completed++;
+          if (completed === warmup) startedAt = now();
+          if (completed === total) resolve(now());
         });
         worker.on('failed', (_job, error) => reject(error));
       };
@@ -73,8 +85,12 @@ export async function bullmqRate(run: BullmqRun): Promise<BullmqResult> {
       }
     });
     const end = await done;
-    if (completed === 0) throw new Error(`BullMQ completed no job within ${run.maxMs} ms`);
-    return { perSecond: completed / ((end - startedAt) / 1000), completed };
+    if (completed <= warmup) throw new Error(`BullMQ completed ${completed} jobs within ${run.maxMs} ms, not more than its ${warmup} to warm up`);
+    return {
+      perSecond: (completed - warmup) / ((end - startedAt) / 1000),
+      completed: completed - warmup,
+      warmupPerSecond: warmup > 0 ? warmup / ((startedAt - workerStartedAt) / 1000) : null,
+    };
   } finally {
     clearTimeout(timer);
     await worker?.close();
