@@ -147,10 +147,8 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
     for (const ref of knownTasks) {
       if (!activeKeys.has(attemptKey(ref.taskId, ref.attempt))) cancellations.push(ref);
     }
-    // Each is a store write, so only when there is something to write: a fleet reconnecting
-    // mostly has nothing to give back.
-    if (neverDelivered.length > 0) afterChange(await store.requeueAttempts(neverDelivered));
-    if (forgotten.length > 0) afterChange(await store.loseAttempts(forgotten, `worker ${name} no longer knows this attempt`, Date.now()));
+    afterChange(await store.requeueAttempts(neverDelivered));
+    afterChange(await store.loseAttempts(forgotten, `worker ${name} no longer knows this attempt`, Date.now()));
     if (call.cancelled) return;
     registry.attach(name, channel);
     for (const ref of cancellations) channel.send({ kind: { $case: 'cancellation', cancellation: ref } });

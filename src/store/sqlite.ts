@@ -184,32 +184,53 @@ export class SqliteStore implements Store {
   }
 
   loseAttempts(refs: { taskId: string; attempt: number }[], reason: string, now: number): Promise<Task[]> {
-    return this.writes.write(() =>
-      this.updateCurrent(refs, ACTIVE_STATUSES, (row) => {
-        const status = statusAfterAttempt(attemptState(row), 'lost');
-        row.exit_code = null;
-        row.signal = null;
-        row.error = reason;
-        if (status === 'queued') this.requeue(row, true);
-        else this.end(row, status, now);
-      }),
-    );
+    return this.updateCurrent(refs, ACTIVE_STATUSES, (row) => {
+      const status = statusAfterAttempt(attemptState(row), 'lost');
+      row.exit_code = null;
+      row.signal = null;
+      row.error = reason;
+      if (status === 'queued') this.requeue(row, true);
+      else this.end(row, status, now);
+    });
   }
 
   requeueAttempts(refs: { taskId: string; attempt: number }[]): Promise<Task[]> {
-    return this.writes.write(() =>
-      this.updateCurrent(refs, ASSIGNED_ONLY, (row) => {
-        // Never delivered: a pending cancel ends it here, as it would have ended a queued task.
-        if (row.cancel_requested === 1) {
-          this.end(row, 'cancelled', Date.now());
-          return;
-        }
-        row.attempts -= 1;
-        row.assigned_node = null;
-        row.assigned_at = null;
-        this.requeue(row, false);
-      }),
-    );
+    return this.updateCurrent(refs, ASSIGNED_ONLY, (row) => {
+      // Never delivered: a pending cancel ends it here, as it would have ended a queued task.
+      if (row.cancel_requested === 1) {
+        this.end(row, 'cancelled', Date.now());
+        return;
+      }
+      row.attempts -= 1;
+      row.assigned_node = null;
+      row.assigned_at = null;
+      this.requeue(row, false);
+    });
+  }
+
+  /**
+   * Applies `change` to each referenced task whose attempt is current and status allowed, in one
+   * write; with no task referenced there is nothing to write, and no batch is waited for (a worker
+   * reconnecting or restarting usually has nothing to give back).
+   */
+  private updateCurrent(
+    refs: { taskId: string; attempt: number }[],
+    allowed: ReadonlySet<TaskStatus>,
+    change: (row: TaskRow) => void,
+  ): Promise<Task[]> {
+    if (refs.length === 0) return Promise.resolve([]);
+    return this.writes.write(() => {
+      const changed = new Map<string, Task>();
+      for (const ref of refs) {
+        const row = this.row(ref.taskId);
+        if (!row || row.attempts !== ref.attempt || !allowed.has(row.status)) continue;
+        const from = row.status;
+        change(row);
+        this.save(row, from);
+        changed.set(row.id, rowToTask(row));
+      }
+      return [...changed.values()];
+    });
   }
 
   async activeTasksOn(nodeName: string): Promise<Task[]> {
@@ -444,24 +465,6 @@ export class SqliteStore implements Store {
       row.output_truncated = 1;
     }
     return true;
-  }
-
-  /** Applies `change` to each referenced task whose attempt is current and status allowed. */
-  private updateCurrent(
-    refs: { taskId: string; attempt: number }[],
-    allowed: ReadonlySet<TaskStatus>,
-    change: (row: TaskRow) => void,
-  ): Task[] {
-    const changed = new Map<string, Task>();
-    for (const ref of refs) {
-      const row = this.row(ref.taskId);
-      if (!row || row.attempts !== ref.attempt || !allowed.has(row.status)) continue;
-      const from = row.status;
-      change(row);
-      this.save(row, from);
-      changed.set(row.id, rowToTask(row));
-    }
-    return [...changed.values()];
   }
 
   /** Back to the queue; a retry (`delayed`) waits out its backoff first. */
