@@ -6,12 +6,33 @@ import type { ClaimedTask, Store } from '../store/store.js';
 import type { AssignTaskResponse, TaskAssignment } from '../../generated/node.js';
 import { freeSlots, type NodeRegistry, type WorkerEntry } from './registry.js';
 
+/**
+ * The workers one round offers work to: from the first of `ready` on, until their parts of the
+ * queue fill one claim's budget. A worker's part is what it could take with the queue shared over
+ * the whole fleet, so a short queue is still offered to every worker and spread thinly; a long one
+ * goes to part of a large fleet per round, in turns. A round's work, and what it holds until its
+ * claim commits, then grows with the tasks it hands out, not with the fleet.
+ */
+function offer(ready: WorkerEntry[], claimBudget: number, queued: number): WorkerEntry[] {
+  let room = 0;
+  for (const worker of ready) room += freeSlots(worker);
+  const part = Math.ceil(Math.min(queued, room) / ready.length);
+  let parts = 0;
+  let count = 0;
+  while (count < ready.length && parts < claimBudget) parts += Math.min(part, freeSlots(ready[count++]!));
+  return count === ready.length ? ready : ready.slice(0, count);
+}
+
 export class Dispatcher {
   private scheduled = false;
   private passing = false;
   private kickedDuringPass = false;
   /** Run once the next round of a pass has delivered; see afterNextDelivery. */
   private deliveryWaiters: (() => void)[] = [];
+  /** Where the last round's offer ended: the next round's begins after this worker. */
+  private lastOffered: string | undefined;
+  /** Workers offered work, in vain, since a round last delivered or something kicked a pass. */
+  private offeredInVain = 0;
 
   constructor(
     private readonly store: Store,
@@ -23,6 +44,8 @@ export class Dispatcher {
 
   /** Asks for a dispatch pass soon; cheap to call often. */
   kick(): void {
+    // Something may have made work or room: every worker is owed an offer again.
+    this.offeredInVain = 0;
     if (this.passing) {
       this.kickedDuringPass = true;
       return;
@@ -68,23 +91,32 @@ export class Dispatcher {
     }
   }
 
-  /** One claim for every worker with room, and its deliveries. */
+  /** One claim for the workers with room whose turn it is (see offer), and its deliveries. */
   private async round(): Promise<void> {
     // One cheap count spares a claim per idle worker when there is nothing to hand out; and with
     // nothing queued (a large fleet reporting), no round reads the whole registry.
-    if (!this.registry.anyDispatchable() || (await this.store.countTasks()).queued === 0) return;
-    const workers = this.registry.dispatchable();
-    if (workers.length === 0) return;
+    if (!this.registry.anyDispatchable()) return;
+    const { queued } = await this.store.countTasks();
+    if (queued === 0) return;
+    const ready = this.registry.dispatchable(this.lastOffered);
+    if (ready.length === 0) return;
+    const workers = offer(ready, this.store.claimBudget, queued);
     const requests = workers.map((worker) => ({ name: worker.info.name, labels: worker.info.labels, limit: freeSlots(worker) }));
     const claimed = await this.store.claimTasks(requests, Date.now());
+    // Those offered after the last one served were not reached (the claim's budget ran out): the
+    // next round begins with them.
+    const lastServed = claimed.findLastIndex((tasks) => tasks.length > 0);
+    this.lastOffered = workers[lastServed === -1 ? workers.length - 1 : lastServed]!.info.name;
     const deliveries: Promise<number>[] = [];
     workers.forEach((worker, i) => {
       if (claimed[i]!.length > 0) deliveries.push(this.deliver(worker, claimed[i]!));
     });
     const delivered = (await Promise.all(deliveries)).reduce((sum, count) => sum + count, 0);
-    // A claim examines a bounded number of rows: while rounds hand tasks out and room is left,
-    // carry on, rather than wait for a finish or the liveness sweep's kick.
-    if (delivered > 0 && this.registry.anyDispatchable()) this.kickedDuringPass = true;
+    this.offeredInVain = delivered > 0 ? 0 : this.offeredInVain + workers.length;
+    // A claim examines a bounded number of rows, for the workers offered: while rounds hand tasks
+    // out and room is left, or some worker with room has not been offered the queue yet, carry
+    // on, rather than wait for a finish or the liveness sweep's kick.
+    if ((delivered > 0 || this.offeredInVain < ready.length) && this.registry.anyDispatchable()) this.kickedDuringPass = true;
   }
 
   /**

@@ -94,13 +94,21 @@ export class NodeRegistry {
     return inFlight?.get(taskId) === attempt && inFlight.delete(taskId);
   }
 
-  /** Workers that can take tasks now: connected, online, with free slots. */
-  dispatchable(): WorkerEntry[] {
+  /**
+   * Workers that can take tasks now: connected, online, with free slots. In the order the registry
+   * first heard of them, beginning with the first after `after` and wrapping round, so that rounds
+   * offering work to part of a large fleet take turns.
+   */
+  dispatchable(after?: string): WorkerEntry[] {
     const ready: WorkerEntry[] = [];
+    /** Those up to and including `after`: they come last. */
+    const wrapped: WorkerEntry[] = [];
+    let passed = after === undefined || !this.workers.has(after);
     for (const entry of this.workers.values()) {
-      if (isDispatchable(entry)) ready.push(entry);
+      if (isDispatchable(entry)) (passed ? ready : wrapped).push(entry);
+      if (!passed && entry.info.name === after) passed = true;
     }
-    return ready;
+    return wrapped.length === 0 ? ready : ready.concat(wrapped);
   }
 
   /** Whether any worker can take tasks now; stops at the first, where dispatchable() reads all. */

@@ -16,7 +16,7 @@ import type { ClaimRequest } from './store.js';
 import { parseRecord } from './records.js';
 
 /** Most queued rows one deal examines, so a claim stays cheap however long the queue is. */
-export const CLAIM_SCAN_BUDGET = 4096;
+export const CLAIM_SCAN_BUDGET = 2048;
 
 /** What dealing needs of a queued task. */
 export interface DealtRow {

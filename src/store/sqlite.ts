@@ -14,7 +14,7 @@ import {
   type TaskStatus,
 } from '../core/task.js';
 import { ValidationError } from '../core/names.js';
-import { Dealer } from './dealer.js';
+import { CLAIM_SCAN_BUDGET, Dealer } from './dealer.js';
 import { OutputSegments } from './output-segments.js';
 import { SqliteWriteQueue } from './sqlite-write-queue.js';
 import {
@@ -77,6 +77,7 @@ export class SqliteStore implements Store {
   private readonly writes: SqliteWriteQueue;
   /** Which queued tasks a claim hands to which worker; it keeps its turn from one claim to the next. */
   private readonly dealer = new Dealer();
+  readonly claimBudget = CLAIM_SCAN_BUDGET;
   /**
    * The attempt rows of tasks this store handed out, as last written, so that a worker's reports
    * need not read them back: the file is this store's alone, so nothing else changes them. A

@@ -116,11 +116,12 @@ export interface Store {
 
   /**
    * Moves eligible queued tasks, oldest first, to `assigned`: up to `limit` to each worker asking,
-   * shared out in turn. One call per dispatch pass, so a store claims for a whole fleet at once.
-   * The turn carries over from one call to the next: a call that cannot reach every worker leaves
-   * the next one to start after the last worker it served.
+   * shared out in turn. The turn carries over from one call to the next: a call that cannot reach
+   * every worker leaves the next one to start after the last worker it served.
    */
   claimTasks(requests: ClaimRequest[], now: number): Promise<ClaimedTask[][]>;
+  /** Most queued tasks one claimTasks call examines, and so most it hands out. */
+  readonly claimBudget: number;
   /** Applies a worker's reports in order, fenced by attempt, in one transaction. */
   applyEvents(events: AttemptEvent[]): Promise<AppliedEvents>;
   /**

@@ -16,6 +16,8 @@ let registry: NodeRegistry;
 let dispatcher: Dispatcher;
 /** What happened, in order: `assigned N` for a message of N tasks, or an ack's name. */
 let happened: string[];
+/** Tasks received per worker. */
+let received: Map<string, number>;
 
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), 'dcli-dispatcher-'));
@@ -23,6 +25,7 @@ beforeEach(() => {
   registry = new NodeRegistry();
   dispatcher = new Dispatcher(store, registry, 1 << 20, createLogger('test', 'silent'));
   happened = [];
+  received = new Map();
 });
 
 afterEach(async () => {
@@ -38,15 +41,35 @@ function connect(name: string, concurrency: number): void {
     acceptsBatches: true,
     send: (message: AssignTaskResponse) => {
       const { kind } = message;
-      happened.push(`assigned ${kind?.$case === 'assignments' ? kind.assignments.assignments.length : 1}`);
+      const count = kind?.$case === 'assignments' ? kind.assignments.assignments.length : 1;
+      happened.push(`assigned ${count}`);
+      received.set(name, (received.get(name) ?? 0) + count);
       return true;
     },
     close: () => undefined,
   });
 }
 
-async function queue(count: number): Promise<void> {
-  await store.createTasks(Array.from({ length: count }, () => ({ cmd: 'true', env: {}, timeoutMs: 0, retries: 0, labels: {} })));
+async function queue(count: number, node?: string): Promise<void> {
+  await store.createTasks(Array.from({ length: count }, () => ({ cmd: 'true', env: {}, timeoutMs: 0, retries: 0, labels: {}, node })));
+}
+
+/** Workers w0, w1, … with `concurrency` slots each, more in all than one claim hands out. */
+function connectFleet(concurrency: number): string[] {
+  const names = Array.from({ length: Math.ceil((store.claimBudget * 1.5) / concurrency) }, (_, i) => `w${i}`);
+  for (const name of names) connect(name, concurrency);
+  return names;
+}
+
+/** Resolves once no dispatch pass is running or due, failing after `turns` turns of the event loop. */
+async function idle(turns = 1000): Promise<void> {
+  for (let turn = 0; turn < turns; turn++) {
+    let now = false;
+    dispatcher.afterNextDelivery(() => (now = true));
+    await new Promise((resolve) => setImmediate(resolve));
+    if (now) return;
+  }
+  throw new Error('the dispatcher never went idle');
 }
 
 /** Resolves once `happened` holds `count` entries (the dispatcher works on the event loop). */
@@ -81,10 +104,59 @@ describe('Dispatcher', () => {
   });
 
   it('carries on past one claim’s budget while workers have room, with nothing else to prompt it', async () => {
-    await queue(5000);
-    connect('w1', 5000);
+    const budget = store.claimBudget;
+    await queue(2 * budget + 904);
+    connect('w1', 5 * budget);
     dispatcher.kick();
-    await settled(2);
-    expect(happened).toEqual(['assigned 4096', 'assigned 904']);
+    await settled(3);
+    expect(happened).toEqual([`assigned ${budget}`, `assigned ${budget}`, 'assigned 904']);
+  });
+
+  it('offers a fleet larger than one claim in turns, until every worker has work', async () => {
+    const names = connectFleet(64);
+    await queue(names.length * 64);
+    dispatcher.kick();
+    await idle();
+    expect(names.filter((name) => received.get(name) !== 64)).toEqual([]);
+  });
+
+  it('spreads a short queue over the whole of a large fleet', async () => {
+    const names = connectFleet(64);
+    await queue(names.length);
+    dispatcher.kick();
+    await idle();
+    expect(names.filter((name) => received.get(name) !== 1)).toEqual([]);
+  });
+
+  it('offers a long queue to every worker of a large fleet in one pass, though the first ones may run none of it', async () => {
+    const names = connectFleet(64);
+    const last = names[names.length - 1]!;
+    await queue(1, last);
+    await queue(names.length * 64, 'elsewhere');
+    dispatcher.kick();
+    await idle();
+    expect([...received]).toEqual([[last, 1]]);
+  });
+
+  it('offers new work to the whole fleet again after a pass that found none any worker may run', async () => {
+    const names = connectFleet(64);
+    await queue(names.length * 64, 'elsewhere');
+    dispatcher.kick();
+    await idle();
+    // That pass offered two claims' worth, two thirds of the fleet each: the first third last. So
+    // the next pass begins after it, and its first claim is not offered to this worker.
+    const offeredLast = names[names.length / 3 - 1]!;
+    await queue(1, offeredLast);
+    dispatcher.kick();
+    await idle();
+    expect([...received]).toEqual([[offeredLast, 1]]);
+  });
+
+  it('ends the pass once every worker was offered a long queue none of them may run', async () => {
+    const names = connectFleet(64);
+    await queue(names.length * 64, 'elsewhere');
+    dispatcher.kick();
+    await idle();
+    expect(received.size).toBe(0);
   });
 });

@@ -94,4 +94,19 @@ describe('NodeRegistry dispatchable workers', () => {
     registry.detach('a', channel);
     expect(seen()).toEqual([['b'], true]);
   });
+
+  it('lists them from the first after a given worker, wrapping round, in the order first heard of', () => {
+    const registry = new NodeRegistry();
+    for (const name of ['a', 'b', 'c', 'd']) {
+      registry.heartbeat(beat(1000, { name, id: name, concurrency: name === 'c' ? 1 : 4 }));
+      registry.attach(name, channel);
+    }
+    registry.get('c')!.inFlight.set('t1', 1); // full: not listed, though its place still counts
+    const after = (name?: string): string[] => registry.dispatchable(name).map((entry) => entry.info.name);
+    expect(after()).toEqual(['a', 'b', 'd']);
+    expect(after('a')).toEqual(['b', 'd', 'a']);
+    expect(after('c')).toEqual(['d', 'a', 'b']);
+    expect(after('d')).toEqual(['a', 'b', 'd']);
+    expect(after('unknown')).toEqual(['a', 'b', 'd']);
+  });
 });

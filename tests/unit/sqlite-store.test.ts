@@ -389,13 +389,13 @@ describe('claims', () => {
 
   it('reaches eligible tasks behind a long ineligible head within a few bounded claims', async () => {
     const early = await create({ retries: 1 });
-    const head = await store.createTasks(Array.from({ length: 5000 }, () => spec({ node: 'elsewhere' })));
+    // Longer than one claim examines, shorter than two.
+    const head = await store.createTasks(Array.from({ length: CLAIM_SCAN_BUDGET * 1.5 }, () => spec({ node: 'elsewhere' })));
     const late = await create();
     expect((await claimOne('a')).id).toBe(early.id);
 
     // Each claim examines at most CLAIM_SCAN_BUDGET queued tasks; the next one carries on from
     // where the last stopped, so the eligible task is found on the following claim.
-    expect(CLAIM_SCAN_BUDGET).toBeLessThan(5000);
     expect(await claimFor({ name: 'a', labels: {}, limit: 1 }, 0)).toEqual([]);
     expect((await claimOne('a')).id).toBe(late.id);
 
@@ -404,7 +404,7 @@ describe('claims', () => {
     expect(await claimOne('a')).toMatchObject({ id: early.id, attempts: 2 });
 
     // The worker the head is meant for gets it, oldest first; the budget bounds even a big claim.
-    const request = { name: 'elsewhere', labels: {}, limit: 5000 };
+    const request = { name: 'elsewhere', labels: {}, limit: CLAIM_SCAN_BUDGET * 2 };
     const first = await claimFor(request, 0);
     expect(first).toHaveLength(CLAIM_SCAN_BUDGET);
     const second = await claimFor(request, 0);
