@@ -72,6 +72,13 @@ async function idle(turns = 1000): Promise<void> {
   throw new Error('the dispatcher never went idle');
 }
 
+/** Queues `count` tasks (for `node`, if given) and lets the pass that follows run to its end. */
+async function dispatchQueued(count: number, node?: string): Promise<void> {
+  await queue(count, node);
+  dispatcher.kick();
+  await idle();
+}
+
 /** Resolves once `happened` holds `count` entries (the dispatcher works on the event loop). */
 async function settled(count: number): Promise<void> {
   for (let turns = 0; happened.length < count && turns < 1000; turns++) await new Promise((resolve) => setImmediate(resolve));
@@ -114,17 +121,13 @@ describe('Dispatcher', () => {
 
   it('offers a fleet larger than one claim in turns, until every worker has work', async () => {
     const names = connectFleet(64);
-    await queue(names.length * 64);
-    dispatcher.kick();
-    await idle();
+    await dispatchQueued(names.length * 64);
     expect(names.filter((name) => received.get(name) !== 64)).toEqual([]);
   });
 
   it('spreads a short queue over the whole of a large fleet', async () => {
     const names = connectFleet(64);
-    await queue(names.length);
-    dispatcher.kick();
-    await idle();
+    await dispatchQueued(names.length);
     expect(names.filter((name) => received.get(name) !== 1)).toEqual([]);
   });
 
@@ -132,31 +135,23 @@ describe('Dispatcher', () => {
     const names = connectFleet(64);
     const last = names[names.length - 1]!;
     await queue(1, last);
-    await queue(names.length * 64, 'elsewhere');
-    dispatcher.kick();
-    await idle();
+    await dispatchQueued(names.length * 64, 'elsewhere');
     expect([...received]).toEqual([[last, 1]]);
   });
 
   it('offers new work to the whole fleet again after a pass that found none any worker may run', async () => {
     const names = connectFleet(64);
-    await queue(names.length * 64, 'elsewhere');
-    dispatcher.kick();
-    await idle();
+    await dispatchQueued(names.length * 64, 'elsewhere');
     // That pass offered two claims' worth, two thirds of the fleet each: the first third last. So
     // the next pass begins after it, and its first claim is not offered to this worker.
     const offeredLast = names[names.length / 3 - 1]!;
-    await queue(1, offeredLast);
-    dispatcher.kick();
-    await idle();
+    await dispatchQueued(1, offeredLast);
     expect([...received]).toEqual([[offeredLast, 1]]);
   });
 
   it('ends the pass once every worker was offered a long queue none of them may run', async () => {
     const names = connectFleet(64);
-    await queue(names.length * 64, 'elsewhere');
-    dispatcher.kick();
-    await idle();
+    await dispatchQueued(names.length * 64, 'elsewhere');
     expect(received.size).toBe(0);
   });
 });
