@@ -1,16 +1,14 @@
 // Which queued tasks go to which asking worker: the store's dealing policy, apart from how a
 // store reads its queue and records a claim. One walk down the queue for every asking worker:
-// rows are dealt to the workers in turn, a fair share at a time (what is queued, or wanted if
-// less, over the workers asking), each row to the worker whose turn it is or else the next that
-// may run it and has room. A short queue is so spread one task per worker; a deep one fills each
-// worker in one turn, and so in one message.
+// rows are dealt to the workers in turn, in the order they asked, a fair share at a time (what is
+// queued, or wanted if less, over the workers asking), each row to the worker whose turn it is or
+// else the next that may run it and has room. A short queue is so spread one task per worker; a
+// deep one fills each worker in one turn, and so in one message. Whose turn comes first is the
+// caller's order: the dispatcher rotates it from one claim to the next.
 //
-// Two things carry over from one deal to the next. Per worker, a cursor: rows ineligible for it
-// move it past them, until a row it could run (taken or not) or one waiting out a retry delay
-// freezes it, so its next deal starts there instead of rescanning a long ineligible head. And the
-// turn: when the scan budget stops a deal before every worker had its turn, the next deal serves
-// the next workers, at the same share, rather than the first ones again at a share shrunk by
-// what was dealt.
+// Per worker, a cursor carries over from one deal to the next: rows ineligible for it move it past
+// them, until a row it could run (taken or not) or one waiting out a retry delay freezes it, so
+// its next deal starts there instead of rescanning a long ineligible head.
 import { isEligible } from '../core/task.js';
 import type { ClaimRequest } from './store.js';
 import { parseRecord } from './records.js';
@@ -33,8 +31,6 @@ export type QueuePage<Row> = (after: number, limit: number) => Row[];
 /** One worker's part of a deal. */
 interface WorkerDeal<Row> {
   request: ClaimRequest;
-  /** Position among the deal's requests: the order of turns. */
-  order: number;
   /** Its key in the cursors; built only when needed. */
   cursorKey: string | undefined;
   /** Every queued row up to here is known to be ineligible for this worker. */
@@ -49,15 +45,6 @@ export class Dealer {
    * ineligible for it. Only a hint: lowered whenever an older task returns to the queue.
    */
   private readonly cursors = new Map<string, number>();
-  /**
-   * Where the next deal resumes, and the share of the round of turns it is in. A round goes once
-   * through the workers in the order asked; its share is set when it begins and only raised by a
-   * deeper queue, so every worker of a large fleet gets the same share of a queue that takes
-   * several deals. A deal that empties the queue ends the share, not the turn: a trickle of
-   * tasks goes to one worker after another.
-   */
-  private resumeAt: string | undefined;
-  private roundShare = 0;
 
   /**
    * Chooses rows for each request, in its order, reading the queue through `page`; `queued` is
@@ -72,14 +59,11 @@ export class Dealer {
     const open: WorkerDeal<Row>[] = [];
     let wanted = 0;
     let after = Number.POSITIVE_INFINITY;
-    let resumeAt = 0;
-    for (let order = 0; order < requests.length; order++) {
-      const request = requests[order]!;
+    for (const request of requests) {
       const cursorKey = withCursors ? workerKey(request) : undefined;
       const cursor = cursorKey === undefined ? 0 : (this.cursors.get(cursorKey) ?? 0);
-      const deal: WorkerDeal<Row> = { request, order, cursorKey, cursor, ineligibleThrough: cursor, chosen: [] };
+      const deal: WorkerDeal<Row> = { request, cursorKey, cursor, ineligibleThrough: cursor, chosen: [] };
       deals.push(deal);
-      if (request.name === this.resumeAt) resumeAt = order;
       if (request.limit <= 0) continue;
       open.push(deal);
       wanted += request.limit;
@@ -87,14 +71,11 @@ export class Dealer {
     }
     if (open.length === 0) return deals.map(() => []);
     const fairShare = (): number => Math.max(1, Math.ceil(Math.min(queued, wanted) / Math.max(1, open.length)));
-    let turn = open.findIndex((deal) => deal.order >= resumeAt);
-    // Past the last worker: a new round of turns begins.
-    if (turn === -1) turn = 0;
-    let share = turn === 0 ? fairShare() : Math.max(fairShare(), this.roundShare);
+    let turn = 0;
+    let share = fairShare();
     /** Workers whose cursor may still move: no row they could run (or a waiting one) met yet. */
     let movable = open;
     let dealt = 0;
-    let queueEnded = false;
     let budget = CLAIM_SCAN_BUDGET;
     // The first page is just what is wanted: usually the head of the queue is eligible.
     let pageSize = wanted;
@@ -136,17 +117,9 @@ export class Dealer {
         }
         if (wanted === 0) break scan;
       }
-      if (rows.length < pageLimit) {
-        queueEnded = true;
-        break;
-      }
+      if (rows.length < pageLimit) break;
       pageSize = Math.min(Math.max(pageSize, 16) * 4, 1024);
     }
-    // A worker part way through its turn has had it: the next deal begins with the one after.
-    if (dealt > 0) turn++;
-    const roundOver = turn >= open.length;
-    this.resumeAt = roundOver ? undefined : open[turn]!.request.name;
-    this.roundShare = roundOver || queueEnded ? 0 : share;
     return deals.map((deal) => {
       if (deal.ineligibleThrough > deal.cursor) this.cursors.set(deal.cursorKey ?? workerKey(deal.request), deal.ineligibleThrough);
       return deal.chosen;

@@ -75,7 +75,7 @@ export class SqliteStore implements Store {
   private readonly sql: Statements;
   private readonly segments: OutputSegments;
   private readonly writes: SqliteWriteQueue;
-  /** Which queued tasks a claim hands to which worker; it keeps its turn from one claim to the next. */
+  /** Which queued tasks a claim hands to which worker. */
   private readonly dealer = new Dealer();
   readonly claimBudget = CLAIM_SCAN_BUDGET;
   /**

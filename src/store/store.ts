@@ -116,8 +116,8 @@ export interface Store {
 
   /**
    * Moves eligible queued tasks, oldest first, to `assigned`: up to `limit` to each worker asking,
-   * shared out in turn. The turn carries over from one call to the next: a call that cannot reach
-   * every worker leaves the next one to start after the last worker it served.
+   * shared out in turn in the order asked. Fairness between calls is the caller's: a call that
+   * cannot reach every worker is followed by one that asks for the others first.
    */
   claimTasks(requests: ClaimRequest[], now: number): Promise<ClaimedTask[][]>;
   /** Most queued tasks one claimTasks call examines, and so most it hands out. */

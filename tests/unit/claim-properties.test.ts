@@ -1,7 +1,7 @@
-// Property-based tests of the SQLite store's claims, which carry their turn and share from one
-// claim to the next: whatever the workers, their room and the tasks' targets and labels, a run
-// of claims hands each task out at most once, only to a worker that may run it and has room, and
-// leaves nothing queued that some worker could take.
+// Property-based tests of the SQLite store's claims, which carry each worker's cursor past the
+// rows it may not run from one claim to the next: whatever the workers, their room and the tasks'
+// targets and labels, a run of claims hands each task out at most once, only to a worker that may
+// run it and has room, and leaves nothing queued that some worker could take.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

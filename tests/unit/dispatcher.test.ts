@@ -119,6 +119,17 @@ describe('Dispatcher', () => {
     expect(happened).toEqual([`assigned ${budget}`, `assigned ${budget}`, 'assigned 904']);
   });
 
+  it('hands a trickle of tasks to one worker after another, not always to the first', async () => {
+    for (const name of ['a', 'b', 'c']) connect(name, 4);
+    const takers: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const before = new Map(received);
+      await dispatchQueued(1);
+      for (const [name, count] of received) if (count !== before.get(name)) takers.push(name);
+    }
+    expect(takers).toEqual(['a', 'b', 'c', 'a']);
+  });
+
   it('offers a fleet larger than one claim in turns, until every worker has work', async () => {
     const names = connectFleet(64);
     await dispatchQueued(names.length * 64);
