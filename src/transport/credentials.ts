@@ -1,6 +1,6 @@
 // Where the token and the data dir come from, for every role (SPEC §3). The token file is the
 // only secret dcli writes; it is created once with mode 0600 and never logged.
-import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync, chmodSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -53,13 +53,21 @@ function readTokenFile(file: string): string | undefined {
 }
 
 /**
- * A checker for presented tokens, compared with the expected one in constant time (hashing evens
- * out lengths). The expected token is hashed once, not on every call.
+ * A checker for presented tokens, compared with the expected one in constant time: the presented
+ * token is copied into a buffer of the expected one's size (cut short or zero-filled) and compared
+ * whole, and the lengths are compared apart, so the time taken says nothing of where the two
+ * differ. Every request and gRPC call is checked; this costs a fraction of hashing each one.
  */
 export function tokenChecker(expected: string): (presented: string | undefined) => boolean {
-  const expectedHash = hash('sha256', expected, 'buffer');
-  // One-shot hash: every gRPC call is checked, and a Hash object per call costs several times more.
-  return (presented) => presented !== undefined && timingSafeEqual(hash('sha256', presented, 'buffer'), expectedHash);
+  const expectedBytes = Buffer.from(expected, 'utf8');
+  const presentedBytes = Buffer.alloc(expectedBytes.length);
+  return (presented) => {
+    if (presented === undefined) return false;
+    presentedBytes.fill(0);
+    presentedBytes.write(presented, 'utf8');
+    const sameLength = Buffer.byteLength(presented, 'utf8') === expectedBytes.length;
+    return timingSafeEqual(presentedBytes, expectedBytes) && sameLength;
+  };
 }
 
 /** Extracts the token from an `Authorization: Bearer <token>` value. */

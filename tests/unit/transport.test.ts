@@ -73,6 +73,8 @@ describe('tokens', () => {
     const matches = tokenChecker('abc');
     expect(matches(bearerToken('Bearer abc'))).toBe(true);
     expect(matches(bearerToken('Bearer abcd'))).toBe(false);
+    expect(matches(bearerToken('Bearer ab'))).toBe(false);
+    expect(matches(bearerToken('Bearer abC'))).toBe(false);
     expect(matches(bearerToken('Basic abc'))).toBe(false);
     expect(matches(undefined)).toBe(false);
   });
