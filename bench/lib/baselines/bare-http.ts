@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { childEnv, tempDir } from '../cluster.js';
 import { Api } from '../http.js';
 import { closedLoop } from '../load.js';
+import { cpuClock } from '../proc-stats.js';
 import { spawnTracked } from '../procs.js';
 import { summarize, type LatencySummary } from '../stats.js';
 import { now, poll } from '../timing.js';
@@ -30,6 +31,8 @@ require('node:http')
 export interface BareHttpResult {
   perSecond: number;
   latency: LatencySummary;
+  /** The server process's CPU time per request (from /proc): what one costs it, however busy the machine. */
+  cpuMicrosPerRequest: number;
 }
 
 /** POSTs of `body` answered with `answer`: `count` after a warm-up, `concurrency` in flight. */
@@ -50,8 +53,10 @@ export async function bareHttpRate(options: { count: number; concurrency: number
       };
       await closedLoop(Math.min(1000, options.count), options.concurrency, post);
       const start = now();
+      const cpu = cpuClock(proc.pid);
       const latencies = await closedLoop(options.count, options.concurrency, post);
-      return { perSecond: options.count / ((now() - start) / 1000), latency: summarize(latencies) };
+      const cpuMicrosPerRequest = (cpu() * 1e6) / options.count;
+      return { perSecond: options.count / ((now() - start) / 1000), latency: summarize(latencies), cpuMicrosPerRequest };
     } finally {
       await api.close();
     }
