@@ -2,13 +2,14 @@
 // as one pass at a time, triggered by anything that may create work or capacity (a submission,
 // a worker connecting, a task finishing); HTTP never waits for it.
 import type { Logger } from '../core/log.js';
+import { fairShare } from '../store/dealer.js';
 import type { ClaimedTask, Store } from '../store/store.js';
 import type { AssignTaskResponse, TaskAssignment } from '../../generated/node.js';
 import { freeSlots, type NodeRegistry, type WorkerEntry } from './registry.js';
 
 /**
  * The workers one round offers work to: from the first of `ready` on, until their parts of the
- * queue fill one claim's budget. A worker's part is what it could take with the queue shared over
+ * queue fill one claim's budget. A worker's part is its fair share (the dealer's) of the queue over
  * the whole fleet, so a short queue is still offered to every worker and spread thinly; a long one
  * goes to part of a large fleet per round, in turns. A round's work, and what it holds until its
  * claim commits, then grows with the tasks it hands out, not with the fleet.
@@ -16,7 +17,7 @@ import { freeSlots, type NodeRegistry, type WorkerEntry } from './registry.js';
 function offer(ready: WorkerEntry[], claimBudget: number, queued: number): WorkerEntry[] {
   let room = 0;
   for (const worker of ready) room += freeSlots(worker);
-  const part = Math.ceil(Math.min(queued, room) / ready.length);
+  const part = fairShare(queued, room, ready.length);
   let parts = 0;
   let count = 0;
   while (count < ready.length && parts < claimBudget) parts += Math.min(part, freeSlots(ready[count++]!));

@@ -16,6 +16,14 @@ import { parseRecord } from './records.js';
 /** Most queued rows one deal examines, so a claim stays cheap however long the queue is. */
 export const CLAIM_SCAN_BUDGET = 2048;
 
+/**
+ * A worker's fair share of the queue: what is queued, or the room of the workers asking if less,
+ * spread over them; at least one task.
+ */
+export function fairShare(queued: number, room: number, workers: number): number {
+  return Math.max(1, Math.ceil(Math.min(queued, room) / Math.max(1, workers)));
+}
+
 /** What dealing needs of a queued task. */
 export interface DealtRow {
   seq: number;
@@ -70,9 +78,8 @@ export class Dealer {
       after = Math.min(after, cursor);
     }
     if (open.length === 0) return deals.map(() => []);
-    const fairShare = (): number => Math.max(1, Math.ceil(Math.min(queued, wanted) / Math.max(1, open.length)));
     let turn = 0;
-    let share = fairShare();
+    let share = fairShare(queued, wanted, open.length);
     /** Workers whose cursor may still move: no row they could run (or a waiting one) met yet. */
     let movable = open;
     let dealt = 0;
@@ -113,7 +120,7 @@ export class Dealer {
         queued--;
         if (turn >= open.length) {
           turn = 0;
-          share = fairShare();
+          share = fairShare(queued, wanted, open.length);
         }
         if (wanted === 0) break scan;
       }
