@@ -38,6 +38,13 @@ export const eventKey = (event: { taskId: string; attempt: number }): string => 
 /** Contiguous output pieces are joined into events of up to this many bytes. */
 const MERGED_OUTPUT_BYTES = 64 * 1024;
 
+/**
+ * How long a batch of start events alone waits for more: a task that ends within it has its start
+ * and its end reported in one message (one message, one store write and one acknowledgement
+ * instead of two each), and only the master's 'running' appears this much later.
+ */
+export const START_REPORT_HOLD_MS = 5;
+
 /** Rough framing cost of one event, so that many tiny events also count. */
 const EVENT_OVERHEAD_BYTES = 64;
 
@@ -52,7 +59,9 @@ export class Outbox {
   private unackedBytes = 0;
   private nextBatchId = 1;
   private send: ((request: ReportTaskEventsRequest) => void) | undefined;
-  private flushScheduled = false;
+  /** A flush is due: on the next turn of the event loop ('now'), or when the start hold ends. */
+  private flushScheduled: 'now' | 'held' | undefined;
+  private holdTimer: NodeJS.Timeout | undefined;
   private holding = false;
   /** Attempts whose finished event the master has not yet acknowledged. */
   readonly unfinished = new Set<string>();
@@ -70,7 +79,7 @@ export class Outbox {
       spool.append(event);
     } else {
       this.enqueue(event);
-      this.scheduleFlush();
+      this.scheduleFlush(event.kind?.$case !== 'started');
     }
     this.updatePressure();
   }
@@ -126,7 +135,7 @@ export class Outbox {
   private refill(): void {
     const { spool } = this.options;
     while (!spool.isEmpty && this.memoryBytes < this.options.refillBelowBytes) this.enqueue(spool.shift()!);
-    this.scheduleFlush();
+    if (this.pending.length > 0) this.scheduleFlush();
   }
 
   /** A connection is up: re-send what it has not acknowledged, then carry on. */
@@ -172,16 +181,24 @@ export class Outbox {
     });
   }
 
-  private scheduleFlush(): void {
-    if (this.flushScheduled || !this.send) return;
-    this.flushScheduled = true;
-    setImmediate(() => {
-      this.flushScheduled = false;
-      this.flush();
-    });
+  /** Flushes on the next turn, or, for start events alone (`urgent` false), after the start hold. */
+  private scheduleFlush(urgent = true): void {
+    if (!this.send || this.flushScheduled === 'now') return;
+    if (!urgent) {
+      if (this.flushScheduled === undefined) {
+        this.flushScheduled = 'held';
+        this.holdTimer = setTimeout(() => this.flush(), START_REPORT_HOLD_MS);
+      }
+      return;
+    }
+    clearTimeout(this.holdTimer);
+    this.flushScheduled = 'now';
+    setImmediate(() => this.flush());
   }
 
   private flush(): void {
+    clearTimeout(this.holdTimer);
+    this.flushScheduled = undefined;
     if (this.send) this.sealOutput();
     while (this.send && this.pending.length > 0) {
       const events: TaskEvent[] = [];

@@ -16,7 +16,17 @@ const finished = (taskId: string): TaskEvent => ({
   attempt: 1,
   kind: { $case: 'finished', finished: { outcome: 1, signal: '', finishedAtMs: 1, error: '', stdoutBytes: 0, stderrBytes: 0 } },
 });
+const started = (taskId: string): TaskEvent => ({ taskId, attempt: 1, kind: { $case: 'started', started: { startedAtMs: 1, pid: 2 } } });
 const nextTick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/** Resolves once `check` holds, checking every few ms; fails after `timeoutMs`. */
+async function until(check: () => boolean, timeoutMs = 2000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+}
 
 let dir: string;
 let spools: Spool[] = [];
@@ -63,6 +73,25 @@ describe('Outbox', () => {
     outbox.acknowledge(sent[0]!.batchId);
     expect(outbox.isEmpty()).toBe(true);
     expect(outbox.unfinished.size).toBe(0);
+  });
+
+  it('holds start events alone briefly, so that a quick end goes in the same batch', async () => {
+    const outbox = makeOutbox();
+    const sent: ReportTaskEventsRequest[] = [];
+    outbox.connect((batch) => sent.push(batch));
+    outbox.push(started('t1'));
+    await nextTick();
+    expect(sent).toHaveLength(0);
+    outbox.push(finished('t1'));
+    await nextTick();
+    expect(sent.map((batch) => batch.events.map((event) => event.kind?.$case))).toEqual([['started', 'finished']]);
+
+    // A start that no other event follows still goes out, alone, once the hold is over.
+    outbox.push(started('t2'));
+    await nextTick();
+    expect(sent).toHaveLength(1);
+    await until(() => sent.length === 2);
+    expect(sent[1]!.events.map((event) => [event.taskId, event.kind?.$case])).toEqual([['t2', 'started']]);
   });
 
   it('joins many tiny contiguous pieces into events of at most 64 KiB, byte-exact', async () => {
