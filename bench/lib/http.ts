@@ -65,8 +65,13 @@ export class Api {
   }
 
   /** Whether some task is still queued, assigned or running: three one-row index lookups. */
-  async anyUnfinished(): Promise<boolean> {
-    for (const status of ['queued', 'assigned', 'running']) {
+  anyUnfinished(): Promise<boolean> {
+    return this.anyWithStatus('queued', 'assigned', 'running');
+  }
+
+  /** Whether some task has one of `statuses`: a one-row index lookup each. */
+  async anyWithStatus(...statuses: string[]): Promise<boolean> {
+    for (const status of statuses) {
       const page = await this.getJson<{ tasks: unknown[] }>(`/tasks?status=${status}&limit=1`);
       if (page.tasks.length > 0) return true;
     }

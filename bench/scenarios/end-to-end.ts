@@ -91,8 +91,12 @@ async function runDcli(tasks: number, log: (message: string) => void): Promise<n
     await Promise.all(Array.from({ length: WORKERS }, (_, i) => startWorker(master, { name: `w${i + 1}`, concurrency: WORKER_CONCURRENCY })));
     const start = now();
     await closedLoop(tasks, SUBMIT_CONCURRENCY, async () => void (await master.api.submit({ cmd: 'true' })));
-    // Polled through three cheap list queries: scraping /metrics this often would load the master.
-    const at = await poll(async () => !(await master.api.anyUnfinished()) && now(), `${tasks} tasks to end`, Math.max(60_000, tasks * 50), 100);
+    // Polled through cheap one-row list queries (scraping /metrics this often would load the
+    // master): every 100 ms while tasks wait in the queue, then every 2 ms for the last few
+    // running, so that the last final state is timed to within a few ms rather than 100.
+    const deadline = Math.max(60_000, tasks * 50);
+    await poll(async () => !(await master.api.anyWithStatus('queued')), 'the queue to empty', deadline, 100);
+    const at = await poll(async () => !(await master.api.anyUnfinished()) && now(), `${tasks} tasks to end`, deadline, 2);
     const counts = await master.api.taskCounts();
     if (counts.succeeded !== tasks) throw new Error(`expected ${tasks} succeeded tasks, got ${JSON.stringify(counts)}`);
     return tasks / ((at - start) / 1000);
