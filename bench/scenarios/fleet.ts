@@ -5,6 +5,8 @@
 // workers: only the number of workers differs. The two are run in pairs, one right after the
 // other and in alternating order, and the drain ratio is the median of the pairs' ratios: a
 // shared machine's speed drifts by more than the difference measured, but less within a pair.
+// As in scenario 2, each master first drains WARMUP tasks the same way, untimed: its start-up
+// (V8 compiling the dispatch and report paths) is not part of a rate sustained.
 // A fleet of small workers (×4) drains the same queue as a further figure: its messages carry
 // at most 4 tasks each, so it measures the cost of a gRPC message more than the fleet's size.
 import { startMaster, type Master } from '../lib/cluster.js';
@@ -24,6 +26,8 @@ const CONCURRENCY = 64;
 const SMALL_WORKER_CONCURRENCY = 4;
 /** Pairs of drains (16 workers, the fleet) behind the drain ratio; the first also measures idle. */
 const PAIRS = 3;
+/** Tasks every master drains, untimed, before the timed drain (scenario 2's warm-up). */
+const WARMUP = 10_000;
 const MB = 1e6;
 
 interface FleetRun {
@@ -51,13 +55,14 @@ interface FleetPlan {
   size: number;
   concurrency: number;
   tasks: number;
+  warmup: number;
   /** Before measuring: long enough for every worker's heartbeats to be in their steady rhythm. */
   settleMs: number;
   /** How long idle heartbeats are measured; 0 for a run that only drains. */
   windowMs: number;
 }
 
-async function runFleet({ size, concurrency, tasks, settleMs, windowMs }: FleetPlan, log: (message: string) => void): Promise<FleetRun> {
+async function runFleet({ size, concurrency, tasks, warmup, settleMs, windowMs }: FleetPlan, log: (message: string) => void): Promise<FleetRun> {
   const master: Master = await startMaster();
   const rss = new RssSampler(master.proc.pid, 250);
   const fleet = new SimFleet({ size, prefix: 'fleet', concurrency, master: master.grpc, token: master.token, ownConnection: true });
@@ -77,22 +82,30 @@ async function runFleet({ size, concurrency, tasks, settleMs, windowMs }: FleetP
     const idleRssBytes = rss.peak;
     const metrics = await master.api.metrics();
 
+    /** The fleet goes draining and `count` tasks are queued over HTTP. */
+    const queueWhileDraining = async (count: number): Promise<void> => {
+      await fleet.setDraining(true);
+      await fleet.awaitStatus(master.api, 'draining', 60_000);
+      await closedLoop(count, 64, async () => void (await master.api.submit({ cmd: 'true' })));
+    };
+    log(`  warm-up: ${warmup} tasks queued while the fleet is draining, then drained`);
+    await queueWhileDraining(warmup);
+    await fleet.setDraining(false);
+    await fleet.waitFinished(warmup, Math.max(60_000, warmup * 3));
     log(`  queueing ${tasks} tasks over HTTP while the fleet is draining`);
-    await fleet.setDraining(true);
-    await fleet.awaitStatus(master.api, 'draining', 60_000);
-    await closedLoop(tasks, 64, async () => void (await master.api.submit({ cmd: 'true' })));
+    await queueWhileDraining(tasks);
     log(`  draining them with ${size} workers ×${concurrency}`);
     start = now();
     const drainCpu = cpuClock(master.proc.pid);
     const drainThreads = threadCpuClock(master.proc.pid);
     const simulatorCpu = cpuClock(process.pid);
     await fleet.setDraining(false);
-    const end = await fleet.waitFinished(tasks, Math.max(60_000, tasks * 3));
+    const end = await fleet.waitFinished(warmup + tasks, Math.max(60_000, tasks * 3));
     const drainCpuMicrosPerTask = (drainCpu() * 1e6) / tasks;
     const drainSimulatorMicrosPerTask = (simulatorCpu() * 1e6) / tasks;
     const threads = drainThreads();
     const counts = await master.api.taskCounts();
-    if (counts.succeeded !== tasks) throw new Error(`expected ${tasks} succeeded tasks, got ${JSON.stringify(counts)}`);
+    if (counts.succeeded !== warmup + tasks) throw new Error(`expected ${warmup + tasks} succeeded tasks, got ${JSON.stringify(counts)}`);
     rss.stop();
     return {
       connectSeconds,
@@ -125,6 +138,7 @@ export const fleet: Scenario = {
     // The memory and heartbeat budgets are the issue's for 2,000 workers; other sizes are reported.
     const budgeted = fleetSize === undefined || fleetSize === FLEET_SIZE;
     const tasks = quick ? 2000 : 100_000; // scenario 2's queue
+    const warmup = quick ? 200 : WARMUP;
     const windowMs = quick ? 1000 : 10_000;
     const settleMs = quick ? 500 : 2000; // 2 s: the heartbeat interval the master asks for
     const pairs: { small: FleetRun; big: FleetRun }[] = [];
@@ -133,7 +147,7 @@ export const fleet: Scenario = {
       const idle = pair === 0 ? { settleMs, windowMs } : { settleMs: 0, windowMs: 0 };
       const run = (side: string, workers: number): Promise<FleetRun> => {
         log(`pair ${pair + 1}, ${side}: ${workers} simulated workers ×${CONCURRENCY}`);
-        return runFleet({ size: workers, concurrency: CONCURRENCY, tasks, ...idle }, log);
+        return runFleet({ size: workers, concurrency: CONCURRENCY, tasks, warmup, ...idle }, log);
       };
       if (pair % 2 === 0) {
         const small = await run('baseline', SMALL_FLEET);
@@ -145,7 +159,7 @@ export const fleet: Scenario = {
     }
     const { small, big } = pairs[0]!;
     log(`further figure: ${size} simulated workers ×${SMALL_WORKER_CONCURRENCY}`);
-    const smallWorkers = await runFleet({ size, concurrency: SMALL_WORKER_CONCURRENCY, tasks, settleMs: 0, windowMs: 0 }, log);
+    const smallWorkers = await runFleet({ size, concurrency: SMALL_WORKER_CONCURRENCY, tasks, warmup, settleMs: 0, windowMs: 0 }, log);
     const pairRatios = pairs.map((pair) => pair.big.drainPerSecond / pair.small.drainPerSecond);
     const ratio = median(pairRatios);
     /** One side's median of a drain figure over the pairs. */
@@ -226,7 +240,7 @@ export const fleet: Scenario = {
       ],
       notes: [
         `Each simulated worker has its own channel and TCP connection ('grpc.use_local_subchannel_pool'); all run in the bench process.`,
-        `${tasks} tasks; every worker of the comparison has concurrency ${CONCURRENCY}, as in scenario 2. Heartbeat failures: ${big.heartbeatFailures}.`,
+        `${tasks} tasks timed, after ${warmup} drained the same way to warm up; every worker of the comparison has concurrency ${CONCURRENCY}, as in scenario 2. Heartbeat failures: ${big.heartbeatFailures}.`,
         `Drains in pairs, ${size} against ${SMALL_FLEET} workers (tasks/s): ${pairs.map((pair, i) => `${Math.round(pair.big.drainPerSecond)} against ${Math.round(pair.small.drainPerSecond)}: ${pairRatios[i]!.toFixed(2)}×`).join('; ')}. The ratio is their median; the rates shown are each side's median, and the peak RSS the highest of the fleet's runs.`,
         `Master CPU per task drained (medians): ${drainCpuMicrosPerTask.toFixed(1)} µs with ${size} workers, ${baselineDrainCpuMicrosPerTask.toFixed(1)} µs with ${SMALL_FLEET} (${(baselineDrainCpuMicrosPerTask / drainCpuMicrosPerTask).toFixed(2)}×, the drain ratio this predicts while the master is the bottleneck). By thread, main + the others (mostly V8's garbage-collection helpers): ${threadsNote(threads)} against ${threadsNote(baselineThreads)}. The simulated workers (the bench process, on the same cores): ${drainSimulatorMicrosPerTask.toFixed(1)} against ${baselineDrainSimulatorMicrosPerTask.toFixed(1)} µs.`,
         `${size} workers ×${SMALL_WORKER_CONCURRENCY} (at most ${SMALL_WORKER_CONCURRENCY} tasks a message): ${Math.round(smallWorkers.drainPerSecond)} tasks/s, ${smallWorkersRatio.toFixed(2)}× the ${SMALL_FLEET} workers; peak RSS ${(smallWorkers.peakRssBytes / MB).toFixed(0)} MB.`,
