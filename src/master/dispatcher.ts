@@ -133,10 +133,10 @@ export class Dispatcher {
         : tasks.map((task) => ({ message: { kind: { $case: 'assignment', assignment: this.toAssignment(task) } }, tasks: [task] }));
     const undelivered: { taskId: string; attempt: number }[] = [];
     for (const { message, tasks: carried } of messages) {
-      for (const task of carried) worker.inFlight.set(task.id, task.attempts);
+      for (const task of carried) this.registry.assign(worker, task.id, task.attempts);
       if (channel?.send(message)) continue;
       for (const task of carried) {
-        worker.inFlight.delete(task.id);
+        this.registry.release(name, task.id, task.attempts);
         undelivered.push({ taskId: task.id, attempt: task.attempts });
       }
     }

@@ -67,10 +67,10 @@ export class LivenessMonitor {
   }
 
   private async declareOffline(entry: WorkerEntry): Promise<void> {
-    const { store, log } = this.deps;
+    const { store, registry, log } = this.deps;
     const { name } = entry.info;
     entry.info = { ...entry.info, status: 'offline', running: 0 };
-    entry.inFlight.clear();
+    registry.forgetInFlight(entry);
     // Ending the channel makes a worker that was only paused reconnect and reconcile.
     entry.channel?.close();
     entry.channel = undefined;

@@ -89,7 +89,7 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
       // A new process took the name: the old one, and whatever it was running, is gone.
       entry.channel?.close();
       entry.channel = undefined;
-      entry.inFlight.clear();
+      registry.forgetInFlight(entry);
       const active = await store.activeTasksOn(name);
       const lost = await store.loseAttempts(
         active.map((task) => ({ taskId: task.id, attempt: task.attempts })),
@@ -128,13 +128,13 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
     const neverDelivered: { taskId: string; attempt: number }[] = [];
     const forgotten: { taskId: string; attempt: number }[] = [];
     const cancellations: { taskId: string; attempt: number }[] = [];
-    entry.inFlight.clear();
+    registry.forgetInFlight(entry);
     for (const task of active) {
       const ref = { taskId: task.id, attempt: task.attempts };
       const key = attemptKey(task.id, task.attempts);
       activeKeys.add(key);
       if (known.has(key)) {
-        entry.inFlight.set(task.id, task.attempts);
+        registry.assign(entry, task.id, task.attempts);
         if (task.cancelRequested) cancellations.push(ref);
       } else if (task.status === 'assigned') {
         neverDelivered.push(ref);

@@ -21,8 +21,10 @@ export interface WorkerEntry {
   /**
    * Task id → attempt, of every attempt handed to the worker and not yet reported finished (a
    * task has one current attempt). Keyed by the id alone: a report is matched without building a key.
+   * Changed only through the registry (assign, release, forgetInFlight), which so knows when a
+   * worker may have room again.
    */
-  inFlight: Map<string, number>;
+  readonly inFlight: ReadonlyMap<string, number>;
   /** When the store last got this worker's record (heartbeats are not all written through). */
   persistedAt: number;
 }
@@ -31,6 +33,12 @@ export const attemptKey = (taskId: string, attempt: number): string => `${taskId
 
 export class NodeRegistry {
   private readonly workers = new Map<string, WorkerEntry>();
+  /**
+   * Every worker that can take tasks now, and some that no longer can (dropped when next looked
+   * at): a worker enters whenever it may have become dispatchable (a heartbeat, a channel, a slot
+   * freed), so asking whether any can take work need not read the whole fleet while it is busy.
+   */
+  private readonly maybeDispatchable = new Set<WorkerEntry>();
 
   get(name: string): WorkerEntry | undefined {
     return this.workers.get(name);
@@ -59,6 +67,7 @@ export class NodeRegistry {
       if (!replaced) info.registeredAt = before.registeredAt;
       existing.info = info;
       existing.lastSeenAt = info.lastSeenAt;
+      if (changed) this.maybeDispatchable.add(existing);
       return { entry: existing, replaced, changed };
     }
     const entry: WorkerEntry = { info, lastSeenAt: info.lastSeenAt, channel: undefined, inFlight: new Map(), persistedAt: 0 };
@@ -80,6 +89,7 @@ export class NodeRegistry {
     if (!entry) return undefined;
     if (entry.channel && entry.channel !== channel) entry.channel.close();
     entry.channel = channel;
+    this.maybeDispatchable.add(entry);
     return entry;
   }
 
@@ -88,10 +98,24 @@ export class NodeRegistry {
     if (entry?.channel === channel) entry.channel = undefined;
   }
 
-  /** Forgets a finished attempt; true when this worker held it. */
+  /** Records an attempt handed to the worker. */
+  assign(entry: WorkerEntry, taskId: string, attempt: number): void {
+    inFlightOf(entry).set(taskId, attempt);
+  }
+
+  /** Forgets a finished (or undelivered) attempt; true when this worker held it. */
   release(name: string, taskId: string, attempt: number): boolean {
-    const inFlight = this.workers.get(name)?.inFlight;
-    return inFlight?.get(taskId) === attempt && inFlight.delete(taskId);
+    const entry = this.workers.get(name);
+    if (entry === undefined || entry.inFlight.get(taskId) !== attempt) return false;
+    inFlightOf(entry).delete(taskId);
+    this.maybeDispatchable.add(entry);
+    return true;
+  }
+
+  /** Forgets every attempt the worker held: it restarted, reconnected or went offline. */
+  forgetInFlight(entry: WorkerEntry): void {
+    inFlightOf(entry).clear();
+    this.maybeDispatchable.add(entry);
   }
 
   /**
@@ -111,10 +135,14 @@ export class NodeRegistry {
     return wrapped.length === 0 ? ready : ready.concat(wrapped);
   }
 
-  /** Whether any worker can take tasks now; stops at the first, where dispatchable() reads all. */
+  /**
+   * Whether any worker can take tasks now. Reads only the workers that may have become
+   * dispatchable since last asked, dropping those that are not: with a busy fleet, almost none.
+   */
   anyDispatchable(): boolean {
-    for (const entry of this.workers.values()) {
+    for (const entry of this.maybeDispatchable) {
       if (isDispatchable(entry)) return true;
+      this.maybeDispatchable.delete(entry);
     }
     return false;
   }
@@ -148,6 +176,11 @@ function sameLabels(a: Record<string, string>, b: Record<string, string>): boole
 
 function isDispatchable(entry: WorkerEntry): boolean {
   return entry.channel !== undefined && entry.info.status === 'online' && freeSlots(entry) > 0;
+}
+
+/** The registry's own, writable view of a worker's attempts. */
+function inFlightOf(entry: WorkerEntry): Map<string, number> {
+  return entry.inFlight as Map<string, number>;
 }
 
 export function freeSlots(entry: WorkerEntry): number {

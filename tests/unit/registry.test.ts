@@ -85,13 +85,32 @@ describe('NodeRegistry dispatchable workers', () => {
     const a = registry.attach('a', channel)!;
     expect(seen()).toEqual([['a'], true]);
 
-    a.inFlight.set('t1', 1);
+    registry.assign(a, 't1', 1);
     expect(seen()).toEqual([[], false]);
     registry.heartbeat(beat(2000, { name: 'b', id: 'b' }));
     expect(seen()).toEqual([['b'], true]);
     registry.release('a', 't1', 1);
     expect(seen()).toEqual([['a', 'b'], true]);
     registry.detach('a', channel);
+    expect(seen()).toEqual([['b'], true]);
+    const b = registry.get('b')!;
+    registry.assign(b, 't2', 1);
+    registry.assign(b, 't3', 1);
+    registry.assign(b, 't4', 1);
+    registry.assign(b, 't5', 1);
+    expect(seen()).toEqual([[], false]);
+    registry.release('b', 't5', 1);
+    expect(seen()).toEqual([['b'], true]);
+    registry.assign(b, 't5', 1);
+    expect(seen()).toEqual([[], false]);
+    registry.forgetInFlight(b);
+    expect(seen()).toEqual([['b'], true]);
+    registry.assign(b, 't2', 1);
+    registry.assign(b, 't3', 1);
+    registry.assign(b, 't4', 1);
+    registry.assign(b, 't5', 1);
+    expect(seen()).toEqual([[], false]);
+    registry.heartbeat(beat(3000, { name: 'b', id: 'b', concurrency: 5 })); // more room
     expect(seen()).toEqual([['b'], true]);
   });
 
@@ -101,7 +120,7 @@ describe('NodeRegistry dispatchable workers', () => {
       registry.heartbeat(beat(1000, { name, id: name, concurrency: name === 'c' ? 1 : 4 }));
       registry.attach(name, channel);
     }
-    registry.get('c')!.inFlight.set('t1', 1); // full: not listed, though its place still counts
+    registry.assign(registry.get('c')!, 't1', 1); // full: not listed, though its place still counts
     const after = (name?: string): string[] => registry.dispatchable(name).map((entry) => entry.info.name);
     expect(after()).toEqual(['a', 'b', 'd']);
     expect(after('a')).toEqual(['b', 'd', 'a']);
