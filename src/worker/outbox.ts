@@ -191,7 +191,7 @@ export class Outbox {
       }
       return;
     }
-    clearTimeout(this.holdTimer);
+    // A held flush's timer is cleared by the flush itself.
     this.flushScheduled = 'now';
     setImmediate(() => this.flush());
   }

@@ -53,14 +53,20 @@ function makeOutbox(onPressure: (pressed: boolean) => void = () => {}, spoolLimi
   });
 }
 
+/** A connected outbox and the batches it has sent. */
+function connectedOutbox(onPressure?: (pressed: boolean) => void): { outbox: Outbox; sent: ReportTaskEventsRequest[] } {
+  const outbox = makeOutbox(onPressure);
+  const sent: ReportTaskEventsRequest[] = [];
+  outbox.connect((batch) => sent.push(batch));
+  return { outbox, sent };
+}
+
 const outputText = (events: TaskEvent[]): string =>
   events.map((event) => (event.kind?.$case === 'output' ? event.kind.output.data.toString() : '|')).join('');
 
 describe('Outbox', () => {
   it('batches events, merges contiguous small output and keeps them until acknowledged', async () => {
-    const outbox = makeOutbox();
-    const sent: ReportTaskEventsRequest[] = [];
-    outbox.connect((batch) => sent.push(batch));
+    const { outbox, sent } = connectedOutbox();
     outbox.push(output(0, 'ab'));
     outbox.push(output(2, 'cd'));
     outbox.push(finished('t1'));
@@ -76,9 +82,7 @@ describe('Outbox', () => {
   });
 
   it('holds start events alone briefly, so that a quick end goes in the same batch', async () => {
-    const outbox = makeOutbox();
-    const sent: ReportTaskEventsRequest[] = [];
-    outbox.connect((batch) => sent.push(batch));
+    const { outbox, sent } = connectedOutbox();
     outbox.push(started('t1'));
     await nextTick();
     expect(sent).toHaveLength(0);
@@ -95,9 +99,7 @@ describe('Outbox', () => {
   });
 
   it('joins many tiny contiguous pieces into events of at most 64 KiB, byte-exact', async () => {
-    const outbox = makeOutbox();
-    const sent: ReportTaskEventsRequest[] = [];
-    outbox.connect((batch) => sent.push(batch));
+    const { outbox, sent } = connectedOutbox();
     const pieces = Array.from({ length: 1000 }, (_, i) => `${String(i).padStart(4, '0')}${'.'.repeat(96)}`);
     pieces.forEach((piece, i) => outbox.push(output(i * 100, piece)));
     await nextTick();
@@ -153,9 +155,7 @@ describe('Outbox', () => {
 
   it('while connected, holds output back at its memory limit instead of spooling it', async () => {
     const changes: boolean[] = [];
-    const outbox = makeOutbox((pressed) => changes.push(pressed));
-    const sent: ReportTaskEventsRequest[] = [];
-    outbox.connect((batch) => sent.push(batch));
+    const { outbox, sent } = connectedOutbox((pressed) => changes.push(pressed));
     const chunks = Array.from({ length: 30 }, (_, i) => `${String(i).padStart(4, '0')}${'x'.repeat(996)}`);
     chunks.slice(0, 10).forEach((chunk, i) => outbox.push(output(i * 1000, chunk)));
     expect(changes).toEqual([true]);
@@ -197,9 +197,7 @@ describe('Outbox', () => {
   });
 
   it('whenEmpty resolves on the last acknowledgement', async () => {
-    const outbox = makeOutbox();
-    const sent: ReportTaskEventsRequest[] = [];
-    outbox.connect((batch) => sent.push(batch));
+    const { outbox, sent } = connectedOutbox();
     outbox.push(finished('t'));
     const empty = outbox.whenEmpty(10_000);
     await nextTick();
