@@ -9,19 +9,23 @@ import { freeSlots, type NodeRegistry, type WorkerEntry } from './registry.js';
 
 /**
  * The workers one round offers work to: from the first of `ready` on, until their parts of the
- * queue fill one claim's budget. A worker's part is its fair share (the dealer's) of the queue over
- * the whole fleet, so a short queue is still offered to every worker and spread thinly; a long one
- * goes to part of a large fleet per round, in turns. A round's work, and what it holds until its
- * claim commits, then grows with the tasks it hands out, not with the fleet.
+ * queue fill one claim's budget. A worker's part is the turn's share of the queue (see
+ * Dispatcher.turnFor), or its free slots if fewer: a short queue is offered to every worker, a
+ * long one to part of a large fleet per round, in turns. A round's work, and what it holds until
+ * its claim commits, then grows with the tasks it hands out, not with the fleet.
  */
-function offer(ready: WorkerEntry[], claimBudget: number, queued: number): WorkerEntry[] {
-  let room = 0;
-  for (const worker of ready) room += freeSlots(worker);
-  const part = fairShare(queued, room, ready.length);
+function offer(ready: WorkerEntry[], claimBudget: number, share: number): WorkerEntry[] {
   let parts = 0;
   let count = 0;
-  while (count < ready.length && parts < claimBudget) parts += Math.min(part, freeSlots(ready[count++]!));
+  while (count < ready.length && parts < claimBudget) parts += Math.min(share, freeSlots(ready[count++]!));
   return count === ready.length ? ready : ready.slice(0, count);
+}
+
+/** Rounds that go once round the fleet, and each worker's share of the queue meanwhile. */
+interface Turn {
+  share: number;
+  /** Workers the turn has yet to reach. */
+  workersLeft: number;
 }
 
 export class Dispatcher {
@@ -34,6 +38,8 @@ export class Dispatcher {
   private lastOffered: string | undefined;
   /** Workers offered work, in vain, since a round last delivered or something kicked a pass. */
   private offeredInVain = 0;
+  /** The turn in progress; none once the queue has run dry. */
+  private turn: Turn | undefined;
 
   constructor(
     private readonly store: Store,
@@ -98,26 +104,50 @@ export class Dispatcher {
     // nothing queued (a large fleet reporting), no round reads the whole registry.
     if (!this.registry.anyDispatchable()) return;
     const { queued } = await this.store.countTasks();
-    if (queued === 0) return;
+    if (queued === 0) {
+      this.turn = undefined;
+      return;
+    }
     const ready = this.registry.dispatchable(this.lastOffered);
     if (ready.length === 0) return;
-    const workers = offer(ready, this.store.claimBudget, queued);
+    const turn = this.turnFor(ready, queued);
+    const workers = offer(ready, this.store.claimBudget, turn.share);
     const requests = workers.map((worker) => ({ name: worker.info.name, labels: worker.info.labels, limit: freeSlots(worker) }));
     const claimed = await this.store.claimTasks(requests, Date.now());
     // Those offered after the last one served were not reached (the claim's budget ran out): the
     // next round begins with them.
     const lastServed = claimed.findLastIndex((tasks) => tasks.length > 0);
-    this.lastOffered = workers[lastServed === -1 ? workers.length - 1 : lastServed]!.info.name;
+    const reached = lastServed === -1 ? workers.length : lastServed + 1;
+    this.lastOffered = workers[reached - 1]!.info.name;
     const deliveries: Promise<number>[] = [];
     workers.forEach((worker, i) => {
       if (claimed[i]!.length > 0) deliveries.push(this.deliver(worker, claimed[i]!));
     });
     const delivered = (await Promise.all(deliveries)).reduce((sum, count) => sum + count, 0);
     this.offeredInVain = delivered > 0 ? 0 : this.offeredInVain + workers.length;
+    turn.workersLeft -= reached;
     // A claim examines a bounded number of rows, for the workers offered: while rounds hand tasks
     // out and room is left, or some worker with room has not been offered the queue yet, carry
     // on, rather than wait for a finish or the liveness sweep's kick.
     if ((delivered > 0 || this.offeredInVain < ready.length) && this.registry.anyDispatchable()) this.kickedDuringPass = true;
+  }
+
+  /**
+   * The turn this round belongs to; a new one begins once the last has reached every worker or
+   * the queue has run dry. Its share is each worker's fair share (the dealer's) of the queue over
+   * the workers with room as the turn began: a queue short then is spread thinly over the whole
+   * fleet, and one long then fills each worker it reaches to the end of the turn. Taken afresh
+   * each round, the share of a long queue draining a large fleet whose tasks end at once shrank
+   * with the queue, and its last part went out ever more thinly to the workers back with room, a
+   * message each.
+   */
+  private turnFor(ready: WorkerEntry[], queued: number): Turn {
+    if (this.turn === undefined || this.turn.workersLeft <= 0) {
+      let room = 0;
+      for (const worker of ready) room += freeSlots(worker);
+      this.turn = { share: fairShare(queued, room, ready.length), workersLeft: ready.length };
+    }
+    return this.turn;
   }
 
   /**

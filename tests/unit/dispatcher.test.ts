@@ -33,7 +33,7 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function connect(name: string, concurrency: number): void {
+function connect(name: string, concurrency: number, onSent: (message: AssignTaskResponse) => void = () => undefined): void {
   const now = Date.now();
   const info: NodeInfo = { id: name, name, instanceId: 'i', status: 'online', labels: {}, concurrency, running: 0, loadAverage: 0, version: 't', lastSeenAt: now, registeredAt: now };
   registry.heartbeat(info);
@@ -44,9 +44,19 @@ function connect(name: string, concurrency: number): void {
       const count = kind?.$case === 'assignments' ? kind.assignments.assignments.length : 1;
       happened.push(`assigned ${count}`);
       received.set(name, (received.get(name) ?? 0) + count);
+      onSent(message);
       return true;
     },
     close: () => undefined,
+  });
+}
+
+/** A worker whose every task ends the moment it is sent (its slot is free again at once). */
+function connectFinishingAtOnce(name: string, concurrency: number): void {
+  connect(name, concurrency, (message) => {
+    const { kind } = message;
+    const assignments = kind?.$case === 'assignments' ? kind.assignments.assignments : kind?.$case === 'assignment' ? [kind.assignment] : [];
+    for (const { taskId, attempt } of assignments) registry.release(name, taskId, attempt);
   });
 }
 
@@ -140,6 +150,23 @@ describe('Dispatcher', () => {
     const names = connectFleet(64);
     await dispatchQueued(names.length);
     expect(names.filter((name) => received.get(name) !== 1)).toEqual([]);
+  });
+
+  it('keeps filling the workers a long queue reaches while it drains, though their tasks end at once, until it runs dry', async () => {
+    // 256 workers × 64 and half as many tasks queued: a share of 32 each as the turn begins. Every
+    // task ends as soon as it is sent, so the workers served first are back with room at once.
+    const names = Array.from({ length: 256 }, (_, i) => `w${i}`);
+    for (const name of names) connectFinishingAtOnce(name, 64);
+    await dispatchQueued(names.length * 32);
+    const sizes = happened.map((entry) => Number(entry.split(' ')[1]));
+    expect(sizes.reduce((sum, size) => sum + size, 0)).toBe(names.length * 32);
+    expect(Math.min(...sizes)).toBeGreaterThanOrEqual(32);
+
+    // The queue ran dry, and with it the turn: a short queue after it is spread a task per worker
+    // (a round of the old turn offered 64 workers, too few for 100 tasks one each).
+    happened = [];
+    await dispatchQueued(100);
+    expect(happened).toEqual(Array.from({ length: 100 }, () => 'assigned 1'));
   });
 
   it('offers a long queue to every worker of a large fleet in one pass, though the first ones may run none of it', async () => {
