@@ -153,8 +153,9 @@ describe('Dispatcher', () => {
   });
 
   it('keeps filling the workers a long queue reaches while it drains, though their tasks end at once, until it runs dry', async () => {
-    // 256 workers × 64 and half as many tasks queued: a share of 32 each as the turn begins. Every
-    // task ends as soon as it is sent, so the workers served first are back with room at once.
+    // 256 workers × 64, and tasks queued for half their slots: a share of 32 each as the turn
+    // begins. Every task ends as soon as it is sent, so the workers served first are back with
+    // room at once.
     const names = Array.from({ length: 256 }, (_, i) => `w${i}`);
     for (const name of names) connectFinishingAtOnce(name, 64);
     await dispatchQueued(names.length * 32);
