@@ -170,6 +170,16 @@ describe('Dispatcher', () => {
     expect(happened).toEqual(Array.from({ length: 100 }, () => 'assigned 1'));
   });
 
+  it('takes a new share once a turn has gone round the fleet: what is left of a long queue is spread thinly again', async () => {
+    // A full share (64) for each of 256 workers, and 100 tasks more. The turn that deals the 256
+    // shares ends having reached every worker; the next spreads the 100 a task per worker (the
+    // first turn's rounds offered 32 workers each: 100 tasks 4 a message).
+    const names = Array.from({ length: 256 }, (_, i) => `w${i}`);
+    for (const name of names) connectFinishingAtOnce(name, 64);
+    await dispatchQueued(names.length * 64 + 100);
+    expect(happened).toEqual([...names.map(() => 'assigned 64'), ...Array.from({ length: 100 }, () => 'assigned 1')]);
+  });
+
   it('offers a long queue to every worker of a large fleet in one pass, though the first ones may run none of it', async () => {
     const names = connectFleet(64);
     const last = names[names.length - 1]!;
