@@ -3,7 +3,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { AssignTaskResponse } from '../../generated/node.js';
+import type { AssignTaskResponse, TaskAssignment } from '../../generated/node.js';
 import type { NodeInfo } from '../../src/core/node.js';
 import { createLogger } from '../../src/core/log.js';
 import { Dispatcher } from '../../src/master/dispatcher.js';
@@ -33,7 +33,7 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function connect(name: string, concurrency: number, onSent: (message: AssignTaskResponse) => void = () => undefined): void {
+function connect(name: string, concurrency: number, onSent: (assignments: TaskAssignment[]) => void = () => undefined): void {
   const now = Date.now();
   const info: NodeInfo = { id: name, name, instanceId: 'i', status: 'online', labels: {}, concurrency, running: 0, loadAverage: 0, version: 't', lastSeenAt: now, registeredAt: now };
   registry.heartbeat(info);
@@ -41,10 +41,10 @@ function connect(name: string, concurrency: number, onSent: (message: AssignTask
     acceptsBatches: true,
     send: (message: AssignTaskResponse) => {
       const { kind } = message;
-      const count = kind?.$case === 'assignments' ? kind.assignments.assignments.length : 1;
-      happened.push(`assigned ${count}`);
-      received.set(name, (received.get(name) ?? 0) + count);
-      onSent(message);
+      const assignments = kind?.$case === 'assignments' ? kind.assignments.assignments : kind?.$case === 'assignment' ? [kind.assignment] : [];
+      happened.push(`assigned ${assignments.length}`);
+      received.set(name, (received.get(name) ?? 0) + assignments.length);
+      onSent(assignments);
       return true;
     },
     close: () => undefined,
@@ -53,9 +53,7 @@ function connect(name: string, concurrency: number, onSent: (message: AssignTask
 
 /** A worker whose every task ends the moment it is sent (its slot is free again at once). */
 function connectFinishingAtOnce(name: string, concurrency: number): void {
-  connect(name, concurrency, (message) => {
-    const { kind } = message;
-    const assignments = kind?.$case === 'assignments' ? kind.assignments.assignments : kind?.$case === 'assignment' ? [kind.assignment] : [];
+  connect(name, concurrency, (assignments) => {
     for (const { taskId, attempt } of assignments) registry.release(name, taskId, attempt);
   });
 }

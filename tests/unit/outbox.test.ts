@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { Outbox, serializeBatch } from '../../src/worker/outbox.js';
 import { Spool } from '../../src/worker/spool.js';
 import { OutputStream, ReportTaskEventsRequest, type TaskEvent } from '../../generated/node.js';
+import { waitFor } from '../e2e/harness.js';
 
 const output = (offset: number, text: string): TaskEvent => ({
   taskId: 't1',
@@ -18,15 +19,6 @@ const finished = (taskId: string): TaskEvent => ({
 });
 const started = (taskId: string): TaskEvent => ({ taskId, attempt: 1, kind: { $case: 'started', started: { startedAtMs: 1, pid: 2 } } });
 const nextTick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
-
-/** Resolves once `check` holds, checking every few ms; fails after `timeoutMs`. */
-async function until(check: () => boolean, timeoutMs = 2000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 1));
-  }
-}
 
 let dir: string;
 let spools: Spool[] = [];
@@ -94,7 +86,7 @@ describe('Outbox', () => {
     outbox.push(started('t2'));
     await nextTick();
     expect(sent).toHaveLength(1);
-    await until(() => sent.length === 2);
+    await waitFor(() => sent.length === 2, { timeoutMs: 2000, intervalMs: 1, what: 'the held start to go out' });
     expect(sent[1]!.events.map((event) => [event.taskId, event.kind?.$case])).toEqual([['t2', 'started']]);
   });
 
