@@ -99,17 +99,41 @@ static void write_all(struct iovec *iov, int count) {
   }
 }
 
+/*
+ * Events without data wait here until the end of the round (flush_events, before poll): a task's
+ * EXITED and CLOSED, or the STARTED of several tasks, then reach the worker in one write and wake
+ * it once, not once each. Output goes out at once, behind them.
+ */
+static unsigned char held_events[4096];
+static size_t held_bytes;
+
+static void flush_events(void) {
+  if (held_bytes == 0) return;
+  struct iovec iov = {held_events, held_bytes};
+  held_bytes = 0;
+  write_all(&iov, 1);
+}
+
 static void send_event(uint32_t id, uint8_t type, const void *payload, size_t payload_len, const void *data, size_t data_len) {
   unsigned char header[HEADER_BYTES];
   put_u32(header, (uint32_t)(5 + payload_len + data_len));
   header[4] = type;
   put_u32(header + 5, id);
-  struct iovec iov[3] = {
+  if (data_len == 0) {
+    if (held_bytes + HEADER_BYTES + payload_len > sizeof held_events) flush_events();
+    memcpy(held_events + held_bytes, header, HEADER_BYTES);
+    if (payload_len > 0) memcpy(held_events + held_bytes + HEADER_BYTES, payload, payload_len);
+    held_bytes += HEADER_BYTES + payload_len;
+    return;
+  }
+  struct iovec iov[4] = {
+      {held_events, held_bytes},
       {header, sizeof header},
       {(void *)payload, payload_len},
       {(void *)data, data_len},
   };
-  write_all(iov, 3);
+  held_bytes = 0;
+  write_all(iov, 4);
 }
 
 static struct task *find_task(uint32_t id) {
@@ -457,6 +481,7 @@ int main(void) {
         polled[count++] = (struct pollfd){.fd = tasks[i].fds[stream], .events = POLLIN};
       }
     }
+    flush_events();
     if (poll(polled, count, -1) < 0) {
       if (errno == EINTR) continue;
       die("poll");

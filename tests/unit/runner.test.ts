@@ -1,7 +1,9 @@
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmod, mkdtemp, readFile, realpath, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { createLogger } from '../../src/core/log.js';
@@ -372,6 +374,57 @@ describe('the native spawner', () => {
     const next = run(launcher, { argv: ['printf', 'still here'] });
     expect(await next.task.result).toMatchObject({ outcome: 'succeeded' });
     expect(next.text('stdout')).toBe('still here');
+  });
+});
+
+describe('the dcli-spawner protocol', () => {
+  const SPAWNER = fileURLToPath(new URL('../../dist/dcli-spawner', import.meta.url));
+  const STARTED = 1;
+  const CLOSED = 5;
+
+  /** A SPAWN request frame for `program` with no arguments, cwd or env (see spawner.c). */
+  function spawnFrame(id: number, program: string): Buffer {
+    const payload = Buffer.concat([Buffer.from([0]), u32(1), Buffer.from(`${program}\0`), u32(0)]);
+    const header = Buffer.alloc(9);
+    header.writeUInt32LE(5 + payload.length, 0);
+    header.writeUInt8(1, 4);
+    header.writeUInt32LE(id, 5);
+    return Buffer.concat([header, payload]);
+  }
+  const u32 = (value: number): Buffer => {
+    const bytes = Buffer.alloc(4);
+    bytes.writeUInt32LE(value);
+    return bytes;
+  };
+
+  it('answers the requests of one read with one write: the starts of 8 tasks wake the worker once', async () => {
+    const helper = spawn(SPAWNER, [], { stdio: ['pipe', 'pipe', 'inherit'] });
+    /** Each event frame's type and task id, and which read from the pipe it ended in. */
+    const frames: { type: number; id: number; read: number }[] = [];
+    let pending = Buffer.alloc(0);
+    let reads = 0;
+    helper.stdout.on('data', (chunk: Buffer) => {
+      reads++;
+      pending = Buffer.concat([pending, chunk]);
+      while (pending.length >= 4 && pending.length >= 4 + pending.readUInt32LE(0)) {
+        frames.push({ type: pending.readUInt8(4), id: pending.readUInt32LE(5), read: reads });
+        pending = pending.subarray(4 + pending.readUInt32LE(0));
+      }
+    });
+    const exited = new Promise((resolve) => helper.on('exit', resolve));
+    try {
+      await waitFor(() => frames.length === 1, 'READY');
+      const ids = [1, 2, 3, 4, 5, 6, 7, 8];
+      // One write, well under PIPE_BUF: the spawner reads all eight requests at once.
+      helper.stdin.write(Buffer.concat(ids.map((id) => spawnFrame(id, 'true'))));
+      await waitFor(() => frames.filter((frame) => frame.type === CLOSED).length === ids.length, 'every task to close');
+      const starts = frames.filter((frame) => frame.type === STARTED);
+      expect(starts.map((frame) => frame.id)).toEqual(ids);
+      expect(new Set(starts.map((frame) => frame.read)).size).toBe(1);
+    } finally {
+      helper.stdin.end();
+      await exited;
+    }
   });
 });
 
