@@ -358,10 +358,6 @@ export function prepareStatements(db: Database.Database) {
       };
     })(),
     countByStatus: db.prepare('SELECT status, n FROM task_counts'),
-    queuedCount: (() => {
-      const statement = db.prepare(`SELECT n FROM task_counts WHERE status = 'queued'`).pluck();
-      return (): number => statement.get() as number;
-    })(),
     addToCount: db.prepare('UPDATE task_counts SET n = n + ? WHERE status = ?'),
     // Named: the node's index (its whole history) serves the same terms, and without statistics
     // SQLite may take it.

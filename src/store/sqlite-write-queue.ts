@@ -1,9 +1,10 @@
 // The SQLite store's group commit. Every write is queued, and all writes queued within one turn
 // of the event loop share one transaction (so one WAL append); a write that fails, fails alone
 // (see runFast/runIsolated), and every promise settles only after the COMMIT. Changes to the
-// counts by status travel with the batch and are written once at its commit.
+// counts by status travel with the batch and are written once at its commit; the committed
+// counts are also kept here, so reading them (every dispatch round does) costs no query.
 import type Database from 'better-sqlite3';
-import type { TaskStatus } from '../core/task.js';
+import { TASK_STATUSES, type TaskStatus } from '../core/task.js';
 import type { Statements } from './sqlite-schema.js';
 
 interface WriteOp {
@@ -22,14 +23,23 @@ export class SqliteWriteQueue {
   private readonly savepoint: (run: () => unknown) => unknown;
   /** Changes to the counts by status made by the open batch; written to task_counts at its commit. */
   private countDeltas = new Map<TaskStatus, number>();
+  /** Tasks by status as last committed: task_counts, which only this queue writes (see commit). */
+  private readonly committedCounts: Record<TaskStatus, number>;
 
   constructor(
     private readonly db: Database.Database,
-    private readonly sql: Pick<Statements, 'begin' | 'commit' | 'rollback' | 'addToCount'>,
+    private readonly sql: Pick<Statements, 'begin' | 'commit' | 'rollback' | 'addToCount' | 'countByStatus'>,
     /** Told whenever writes were rolled back, so that what the store keeps in memory is dropped. */
     private readonly onRollback: () => void,
   ) {
     this.savepoint = db.transaction((run: () => unknown) => run());
+    this.committedCounts = Object.fromEntries(TASK_STATUSES.map((status) => [status, 0])) as Record<TaskStatus, number>;
+    for (const { status, n } of sql.countByStatus.all() as { status: TaskStatus; n: number }[]) this.committedCounts[status] = n;
+  }
+
+  /** Tasks by status as of the last commit: writes still queued or in the open batch are not in it. */
+  get counts(): Readonly<Record<TaskStatus, number>> {
+    return this.committedCounts;
   }
 
   /** Whether close() was called: no write is taken any more. */
@@ -145,5 +155,6 @@ export class SqliteWriteQueue {
       if (delta !== 0) this.sql.addToCount.run(delta, status);
     }
     this.sql.commit.run();
+    for (const [status, delta] of this.countDeltas) this.committedCounts[status] += delta;
   }
 }

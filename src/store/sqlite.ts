@@ -6,7 +6,6 @@ import { newTaskId } from '../core/ids.js';
 import type { NodeInfo, NodeStatus } from '../core/node.js';
 import {
   ACTIVE_STATUSES,
-  TASK_STATUSES,
   retryDelayMs,
   statusAfterAttempt,
   type Task,
@@ -169,11 +168,7 @@ export class SqliteStore implements Store {
   }
 
   async countTasks(): Promise<Record<TaskStatus, number>> {
-    const counts = Object.fromEntries(TASK_STATUSES.map((status) => [status, 0])) as Record<TaskStatus, number>;
-    for (const { status, n } of this.sql.countByStatus.all() as { status: TaskStatus; n: number }[]) {
-      counts[status] = n;
-    }
-    return counts;
+    return { ...this.writes.counts };
   }
 
   claimTasks(requests: ClaimRequest[], now: number): Promise<ClaimedTask[][]> {
@@ -369,7 +364,7 @@ export class SqliteStore implements Store {
       for (const row of rows) positions.set(row.seq, positions.size);
       return rows;
     };
-    const chosen = this.dealer.deal(requests, this.sql.queuedCount(), now, page);
+    const chosen = this.dealer.deal(requests, this.writes.counts.queued, now, page);
     return chosen.map((rows, i) => {
       const worker = requests[i]!.name;
       let runStart = 0;
