@@ -219,17 +219,21 @@ export function createNodeService(deps: NodeServiceDeps): NodeServiceServer {
   async function applyBatches(batches: ReportTaskEventsRequest[]): Promise<void> {
     const name = batches[0]!.name;
     const events = batches.flatMap((batch) => batch.events.map(toAttemptEvent)).filter((event): event is AttemptEvent => event !== undefined);
-    const applied = await store.applyEvents(events);
-    if (applied.stale > 0) metrics.eventsStale.inc(applied.stale);
     let freed = false;
     let outputBytes = 0;
     for (const event of events) {
       if (event.kind === 'finished') freed = registry.release(name, event.taskId, event.attempt) || freed;
       if (event.kind === 'output') outputBytes += event.data.length;
     }
+    // A slot is free once its worker says so. Kicked before the events are written, the dispatch
+    // round runs ahead of the store's next commit, so its claim shares that commit with these
+    // events: one transaction per finish, not two. Should the write fail, the stream is closed and
+    // the worker, reconnecting, re-sends them; the registry is rebuilt from the store then.
+    if (freed) dispatcher.kick();
+    const applied = await store.applyEvents(events);
+    if (applied.stale > 0) metrics.eventsStale.inc(applied.stale);
     if (outputBytes > 0) metrics.outputBytes.inc(outputBytes);
     afterChange(applied.changed);
-    if (freed) dispatcher.kick();
   }
 
   const afterChange = (tasks: { id: string; status: string }[]): void => announceChanges(deps, tasks);
