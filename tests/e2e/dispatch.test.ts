@@ -1,7 +1,7 @@
 // Guarantee 3 (capacity) and targeting: --node, --label, --all.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { cleanup, startMaster, startWorker, tempDir, waitFor, type Master, type TaskView } from './harness.js';
+import { cleanup, startMaster, startWorker, tempDir, type Master, type TaskView } from './harness.js';
 
 const A = 'disp-a';
 const B = 'disp-b';
