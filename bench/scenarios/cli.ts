@@ -4,7 +4,7 @@
 import { join } from 'node:path';
 import { childEnv, DCLI, startMaster, startWorker, tempDir } from '../lib/cluster.js';
 import { spawnTracked } from '../lib/procs.js';
-import { type Scenario, type ScenarioResult } from '../lib/report.js';
+import type { Scenario, ScenarioResult } from '../lib/report.js';
 import { median } from '../lib/stats.js';
 import { now, within } from '../lib/timing.js';
 

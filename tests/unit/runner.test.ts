@@ -379,23 +379,26 @@ describe('the native spawner', () => {
 
 describe('the dcli-spawner protocol', () => {
   const SPAWNER = fileURLToPath(new URL('../../dist/dcli-spawner', import.meta.url));
+  /** Frame types (see the protocol at the top of spawner.c). */
+  const SPAWN = 1;
   const STARTED = 1;
   const CLOSED = 5;
 
-  /** A SPAWN request frame for `program` with no arguments, cwd or env (see spawner.c). */
-  function spawnFrame(id: number, program: string): Buffer {
-    const payload = Buffer.concat([Buffer.from([0]), u32(1), Buffer.from(`${program}\0`), u32(0)]);
-    const header = Buffer.alloc(9);
-    header.writeUInt32LE(5 + payload.length, 0);
-    header.writeUInt8(1, 4);
-    header.writeUInt32LE(id, 5);
-    return Buffer.concat([header, payload]);
-  }
   const u32 = (value: number): Buffer => {
     const bytes = Buffer.alloc(4);
     bytes.writeUInt32LE(value);
     return bytes;
   };
+
+  /** A SPAWN request frame for `program` with no arguments, cwd or env. */
+  function spawnFrame(id: number, program: string): Buffer {
+    const payload = Buffer.concat([Buffer.from([0]), u32(1), Buffer.from(`${program}\0`), u32(0)]);
+    const header = Buffer.alloc(9);
+    header.writeUInt32LE(5 + payload.length, 0);
+    header.writeUInt8(SPAWN, 4);
+    header.writeUInt32LE(id, 5);
+    return Buffer.concat([header, payload]);
+  }
 
   it('answers the requests of one read with one write: the starts of 8 tasks wake the worker once', async () => {
     const helper = spawn(SPAWNER, [], { stdio: ['pipe', 'pipe', 'inherit'] });
