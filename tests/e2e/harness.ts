@@ -12,6 +12,9 @@ import { fileURLToPath } from 'node:url';
 import type { TaskStatus, TaskView } from '../../src/core/task.js';
 import type { NodeView } from '../../src/core/node.js';
 import { descendantsOf, isAlive, killIfAlive } from '../support/process-tree.js';
+import { delay, SLOW, waitFor } from '../support/wait.js';
+
+export { delay, SLOW, waitFor, type WaitOptions } from '../support/wait.js';
 
 export type { TaskView, NodeView, TaskStatus };
 export { descendantsOf, isAlive };
@@ -21,9 +24,6 @@ export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const DCLI = process.env.E2E_DCLI ?? join(ROOT, 'dist', 'dcli.js');
 
 export const FINAL: readonly TaskStatus[] = ['succeeded', 'failed', 'cancelled', 'timed_out', 'lost'];
-
-/** Deadline for things that take about a second on an idle machine. */
-export const SLOW = 30_000;
 
 // ---------------------------------------------------------------------------------------------
 // Temp dirs and tokens
@@ -46,40 +46,7 @@ export function sha256(data: Buffer): string {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Polling
-
-export interface WaitOptions {
-  timeoutMs?: number;
-  intervalMs?: number;
-  /** What is awaited, for the error message. */
-  what?: string;
-}
-
-/**
- * Polls `check` until it returns a truthy value, which is returned. A throwing check counts as
- * "not yet" (a master may be restarting) and its last error goes into the timeout message.
- */
-export async function waitFor<T>(
-  check: () => T | undefined | null | false | Promise<T | undefined | null | false>,
-  { timeoutMs = SLOW, intervalMs = 100, what = 'condition' }: WaitOptions = {},
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown = undefined;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value) return value;
-      last = value;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() >= deadline) {
-      const detail = last instanceof Error ? last.message : JSON.stringify(last);
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${detail})`);
-    }
-    await delay(intervalMs);
-  }
-}
+// Polling (waitFor, delay and SLOW live in ../support/wait.ts, shared with the unit tests)
 
 /** Polls `check` for `durationMs` and fails as soon as it holds: "this never happens". */
 export async function expectNever(
@@ -93,10 +60,6 @@ export async function expectNever(
     if (await check()) throw new Error(`unexpectedly: ${what}`);
     await delay(intervalMs);
   }
-}
-
-export function delay(ms: number): Promise<void> {
-  return new Promise((done) => setTimeout(done, ms));
 }
 
 /** `promise`, or null once `ms` have passed; the timer is cleared either way (jest exits promptly). */

@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { Outbox, serializeBatch } from '../../src/worker/outbox.js';
 import { Spool } from '../../src/worker/spool.js';
 import { OutputStream, ReportTaskEventsRequest, type TaskEvent } from '../../generated/node.js';
-import { waitFor } from '../e2e/harness.js';
+import { waitFor } from '../support/wait.js';
 
 const output = (offset: number, text: string): TaskEvent => ({
   taskId: 't1',

@@ -9,6 +9,7 @@ import { pino } from 'pino';
 import { createLogger } from '../../src/core/log.js';
 import { openProcessLauncher, type ProcessLauncher } from '../../src/worker/launcher.js';
 import { startTask, type OutputStream, type RunOptions, type RunSpec } from '../../src/worker/runner.js';
+import { waitFor } from '../support/wait.js';
 
 interface Chunk {
   offset: number;
@@ -35,13 +36,8 @@ function run(launcher: ProcessLauncher, command: Pick<RunSpec, 'shell' | 'argv'>
   return { task, output, started, text, received };
 }
 
-async function waitFor(condition: () => boolean, what: string, deadlineMs = 10_000): Promise<void> {
-  const deadline = Date.now() + deadlineMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
+/** Polls a condition of these in-process tasks every 10 ms, for up to 10 s. */
+const until = (condition: () => boolean, what: string): Promise<boolean> => waitFor(condition, { what, intervalMs: 10, timeoutMs: 10_000 });
 
 function isAlive(pid: number): boolean {
   try {
@@ -53,7 +49,7 @@ function isAlive(pid: number): boolean {
   }
 }
 
-const groupGone = (pgid: number) => waitFor(() => !isAlive(-pgid), `process group ${pgid} to be empty`);
+const groupGone = (pgid: number) => until(() => !isAlive(-pgid), `process group ${pgid} to be empty`);
 
 function expectContiguous(chunks: Chunk[]): void {
   let expected = 0;
@@ -115,7 +111,7 @@ describe.each(['native', 'execa'] as const)('through the %s launcher', (kind) =>
 
     it('a command line without shell syntax runs directly, one exec instead of two', async () => {
       const plain = run(launcher, { shell: 'sleep 30' });
-      await waitFor(() => plain.started.length === 1, 'the start');
+      await until(() => plain.started.length === 1, 'the start');
       const comm = await readFile(`/proc/${plain.started[0]}/comm`, 'utf8');
       plain.task.cancel('done looking');
       await plain.task.result;
@@ -140,7 +136,7 @@ describe.each(['native', 'execa'] as const)('through the %s launcher', (kind) =>
 
     it('starts the program with no signal ignored or blocked', async () => {
     const { task, started } = run(launcher, { shell: 'sleep 30' });
-    await waitFor(() => started.length === 1, 'the start');
+    await until(() => started.length === 1, 'the start');
     const status = await readFile(`/proc/${started[0]}/status`, 'utf8');
     task.cancel('done looking');
     await task.result;
@@ -242,7 +238,7 @@ describe.each(['native', 'execa'] as const)('through the %s launcher', (kind) =>
   describe('stopping the process tree', () => {
     it('cancel kills every process of the group', async () => {
       const { task, text } = run(launcher, { shell: 'sleep 100 & sleep 100 & echo ready; wait' });
-      await waitFor(() => text('stdout') === 'ready\n', 'the tree to start');
+      await until(() => text('stdout') === 'ready\n', 'the tree to start');
       task.cancel('cancelled by test');
       task.cancel('again');
       const result = await task.result;
@@ -252,7 +248,7 @@ describe.each(['native', 'execa'] as const)('through the %s launcher', (kind) =>
 
     it('a tree ignoring SIGTERM dies by SIGKILL after the grace', async () => {
       const { task, text } = run(launcher, { shell: 'trap "" TERM; echo ready; sleep 100' }, { killGraceMs: 300 });
-      await waitFor(() => text('stdout') === 'ready\n', 'the tree to start');
+      await until(() => text('stdout') === 'ready\n', 'the tree to start');
       task.cancel('stop');
       const result = await task.result;
       expect(result).toMatchObject({ outcome: 'cancelled', signal: 'SIGKILL', exitCode: null });
@@ -265,7 +261,7 @@ describe.each(['native', 'execa'] as const)('through the %s launcher', (kind) =>
         { shell: '(trap "" TERM; sleep 100) >/dev/null 2>&1 & echo ready; wait' },
         { killGraceMs: 300 },
       );
-      await waitFor(() => text('stdout') === 'ready\n', 'the tree to start');
+      await until(() => text('stdout') === 'ready\n', 'the tree to start');
       task.cancel('stop');
       expect((await task.result).outcome).toBe('cancelled');
       await groupGone(task.pid!);
@@ -312,7 +308,7 @@ describe.each(['native', 'execa'] as const)('through the %s launcher', (kind) =>
       );
       let settled = false;
       void task.result.then(() => (settled = true));
-      await waitFor(() => received > 0, 'first output');
+      await until(() => received > 0, 'first output');
       const atPause = received;
       // A negative can only be shown by waiting: the writer must stay blocked while paused.
       await sleep(300);
@@ -353,7 +349,7 @@ describe('the native spawner', () => {
 
   it("a SIGINT or SIGTERM to the worker's process group leaves the spawner running", async () => {
     const { task, started } = run(launcher, { shell: 'sleep 0.5; echo done' });
-    await waitFor(() => started.length === 1, 'the start');
+    await until(() => started.length === 1, 'the start');
     const helperPid = Number((await readFile(`/proc/${started[0]}/stat`, 'utf8')).split(') ')[1]!.split(' ')[1]);
     process.kill(helperPid, 'SIGINT');
     process.kill(helperPid, 'SIGTERM');
@@ -363,7 +359,7 @@ describe('the native spawner', () => {
 
   it('a spawner that dies fails its running tasks, kills their groups and is replaced', async () => {
     const { task, started } = run(launcher, { shell: 'sleep 100 & sleep 100; wait' });
-    await waitFor(() => started.length === 1, 'the start');
+    await until(() => started.length === 1, 'the start');
     const helperPid = Number((await readFile(`/proc/${started[0]}/stat`, 'utf8')).split(') ')[1]!.split(' ')[1]);
     process.kill(helperPid, 'SIGKILL');
     const result = await task.result;
@@ -416,11 +412,11 @@ describe('the dcli-spawner protocol', () => {
     });
     const exited = new Promise((resolve) => helper.on('exit', resolve));
     try {
-      await waitFor(() => frames.length === 1, 'READY');
+      await until(() => frames.length === 1, 'READY');
       const ids = [1, 2, 3, 4, 5, 6, 7, 8];
       // One write, well under PIPE_BUF: the spawner reads all eight requests at once.
       helper.stdin.write(Buffer.concat(ids.map((id) => spawnFrame(id, 'true'))));
-      await waitFor(() => frames.filter((frame) => frame.type === CLOSED).length === ids.length, 'every task to close');
+      await until(() => frames.filter((frame) => frame.type === CLOSED).length === ids.length, 'every task to close');
       const starts = frames.filter((frame) => frame.type === STARTED);
       expect(starts.map((frame) => frame.id)).toEqual(ids);
       expect(new Set(starts.map((frame) => frame.read)).size).toBe(1);
