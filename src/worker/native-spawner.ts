@@ -11,21 +11,21 @@ import { getSystemErrorName } from 'node:util';
 import type { Logger } from '../core/log.js';
 import type { LaunchedProcess, LaunchObserver, LaunchRequest, ProcessLauncher, StartStage } from './launcher.js';
 import type { OutputStream } from './runner.js';
+import {
+  EVENT_CLOSED,
+  EVENT_EXITED,
+  EVENT_FAILED,
+  EVENT_OUTPUT,
+  EVENT_READY,
+  EVENT_STARTED,
+  HEADER_BYTES,
+  MAX_SMALL_PAYLOAD,
+  REQUEST_PAUSE,
+  REQUEST_RESUME,
+  encodeSpawn,
+  writeHeader,
+} from './spawner-protocol.js';
 
-/** Frame types; see the protocol at the top of spawner.c. */
-const REQUEST_SPAWN = 1;
-const REQUEST_PAUSE = 2;
-const REQUEST_RESUME = 3;
-const EVENT_READY = 0;
-const EVENT_STARTED = 1;
-const EVENT_FAILED = 2;
-const EVENT_OUTPUT = 3;
-const EVENT_EXITED = 4;
-const EVENT_CLOSED = 5;
-/** u32 length, u8 type, u32 task id. */
-const HEADER_BYTES = 9;
-/** The largest payload of any event but OUTPUT (EXITED: two i32 and a u8). */
-const MAX_SMALL_PAYLOAD = 9;
 /** The spawner's failure stages, in its numbering, and what each means. */
 const FAILURE_STAGES: readonly [StartStage, string][] = [
   ['cwd', 'change to the working directory'],
@@ -316,32 +316,4 @@ class Helper {
     this.tasks.clear();
     this.updateReference();
   }
-}
-
-function writeHeader(frame: Buffer, type: number, id: number): void {
-  frame.writeUInt32LE(frame.length - 4, 0);
-  frame.writeUInt8(type, 4);
-  frame.writeUInt32LE(id, 5);
-}
-
-/** A SPAWN frame: cwd NUL, u32 argc, args NUL-terminated, u32 envc, NAME=value NUL-terminated. */
-function encodeSpawn(id: number, request: LaunchRequest): Buffer {
-  const argv = [request.command.file, ...request.command.args];
-  const env = Object.entries(request.env).map(([name, value]) => `${name}=${value}`);
-  const strings = [request.cwd ?? '', ...argv, ...env];
-  let bytes = HEADER_BYTES + 8;
-  for (const text of strings) bytes += Buffer.byteLength(text) + 1;
-  const payload = Buffer.allocUnsafe(bytes);
-  writeHeader(payload, REQUEST_SPAWN, id);
-  let at = HEADER_BYTES;
-  const putString = (text: string): void => {
-    at += payload.write(text, at);
-    payload[at++] = 0;
-  };
-  putString(request.cwd ?? '');
-  at = payload.writeUInt32LE(argv.length, at);
-  argv.forEach(putString);
-  at = payload.writeUInt32LE(env.length, at);
-  env.forEach(putString);
-  return payload;
 }

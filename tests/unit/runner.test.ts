@@ -9,6 +9,7 @@ import { pino } from 'pino';
 import { createLogger } from '../../src/core/log.js';
 import { openProcessLauncher, type ProcessLauncher } from '../../src/worker/launcher.js';
 import { startTask, type OutputStream, type RunOptions, type RunSpec } from '../../src/worker/runner.js';
+import { EVENT_CLOSED, EVENT_STARTED, encodeSpawn } from '../../src/worker/spawner-protocol.js';
 import { waitFor } from '../support/wait.js';
 
 interface Chunk {
@@ -375,26 +376,6 @@ describe('the native spawner', () => {
 
 describe('the dcli-spawner protocol', () => {
   const SPAWNER = fileURLToPath(new URL('../../dist/dcli-spawner', import.meta.url));
-  /** Frame types (see the protocol at the top of spawner.c). */
-  const SPAWN = 1;
-  const STARTED = 1;
-  const CLOSED = 5;
-
-  const u32 = (value: number): Buffer => {
-    const bytes = Buffer.alloc(4);
-    bytes.writeUInt32LE(value);
-    return bytes;
-  };
-
-  /** A SPAWN request frame for `program` with no arguments, cwd or env. */
-  function spawnFrame(id: number, program: string): Buffer {
-    const payload = Buffer.concat([Buffer.from([0]), u32(1), Buffer.from(`${program}\0`), u32(0)]);
-    const header = Buffer.alloc(9);
-    header.writeUInt32LE(5 + payload.length, 0);
-    header.writeUInt8(SPAWN, 4);
-    header.writeUInt32LE(id, 5);
-    return Buffer.concat([header, payload]);
-  }
 
   it('answers the requests of one read with one write: the starts of 8 tasks wake the worker once', async () => {
     const helper = spawn(SPAWNER, [], { stdio: ['pipe', 'pipe', 'inherit'] });
@@ -415,9 +396,9 @@ describe('the dcli-spawner protocol', () => {
       await until(() => frames.length === 1, 'READY');
       const ids = [1, 2, 3, 4, 5, 6, 7, 8];
       // One write, well under PIPE_BUF: the spawner reads all eight requests at once.
-      helper.stdin.write(Buffer.concat(ids.map((id) => spawnFrame(id, 'true'))));
-      await until(() => frames.filter((frame) => frame.type === CLOSED).length === ids.length, 'every task to close');
-      const starts = frames.filter((frame) => frame.type === STARTED);
+      helper.stdin.write(Buffer.concat(ids.map((id) => encodeSpawn(id, { command: { file: 'true', args: [] }, env: {}, cwd: undefined }))));
+      await until(() => frames.filter((frame) => frame.type === EVENT_CLOSED).length === ids.length, 'every task to close');
+      const starts = frames.filter((frame) => frame.type === EVENT_STARTED);
       expect(starts.map((frame) => frame.id)).toEqual(ids);
       expect(new Set(starts.map((frame) => frame.read)).size).toBe(1);
     } finally {
